@@ -1,0 +1,158 @@
+"""The clinical store's tables (SQLAlchemy Core).
+
+One `resource` table holds the current version of every resource; `resource_history` holds every
+version, including delete tombstones. Search index tables, one per search-parameter type, are
+written in the same transaction as the resource they describe. Index rows are keyed by
+(resource_type, resource_id) rather than a surrogate key so that a whole transaction Bundle can be
+written with `executemany` and no round trip per resource.
+
+Every index table has a `grp` column: rows produced from the same element of a composite search
+parameter share a `grp` so that composite searches can require components to co-occur.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# Resource ids are at most 64 characters (https://hl7.org/fhir/R4/datatypes.html#id).
+TYPE_LEN = 64
+ID_LEN = 64
+PARAM_LEN = 100
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("resource_type", String(TYPE_LEN), primary_key=True),
+    Column("id", String(ID_LEN), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    # ISO-8601 UTC with microseconds, fixed width, so it sorts as text on both databases.
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    # The exact JSON served to clients (meta included); NULL for a deleted resource.
+    Column("content", Text, nullable=True),
+    Index("ix_resource_type_updated", "resource_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    # A global, monotonically increasing sequence gives system history a stable order.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("resource_type", String(TYPE_LEN), nullable=False),
+    Column("id", String(ID_LEN), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("method", String(8), nullable=False),  # POST, PUT, PATCH, DELETE
+    Column("content", Text, nullable=True),
+    # The unique version key is what makes concurrent writers fail instead of losing an update.
+    UniqueConstraint("resource_type", "id", "version_id", name="uq_history_version"),
+    Index("ix_history_updated", "last_updated"),
+    Index("ix_history_type_updated", "resource_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, ...]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("resource_type", String(TYPE_LEN), nullable=False),
+        Column("resource_id", String(ID_LEN), nullable=False),
+        Column("param", String(PARAM_LEN), nullable=False),
+        Column("grp", Integer, nullable=False, default=0),
+        *value_columns,
+        Index(f"ix_{name}_resource", "resource_type", "resource_id"),
+        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup),
+    )
+
+
+# Normalised (case- and accent-folded) value for default/:contains matching, raw value for :exact.
+search_string = _index_table(
+    "search_string",
+    Column("value", Text, nullable=False),
+    Column("exact", Text, nullable=False),
+    lookup=("value",),
+)
+
+# system|code, plus the display/text (normalised) for the :text modifier.
+search_token = _index_table(
+    "search_token",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("text", Text, nullable=True),
+    lookup=("code", "system"),
+)
+
+# A date is a range [low, high] in UTC, both inclusive, as fixed-width ISO text
+# (YYYY-MM-DDTHH:MM:SS.ffffff); open ends use the extreme values.
+search_date = _index_table(
+    "search_date",
+    Column("low", String(26), nullable=False),
+    Column("high", String(26), nullable=False),
+    lookup=("low", "high"),
+)
+
+# Numbers keep the implicit range of their precision (https://hl7.org/fhir/R4/search.html#number).
+search_number = _index_table(
+    "search_number",
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    lookup=("value",),
+)
+
+search_quantity = _index_table(
+    "search_quantity",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("unit", Text, nullable=True),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    lookup=("code", "value"),
+)
+
+# A reference resolves to (target_type, target_id) when it is relative or local to this server;
+# `url` keeps the literal reference (absolute URLs, canonicals) and identifier_* the logical one.
+search_reference = _index_table(
+    "search_reference",
+    Column("target_type", String(TYPE_LEN), nullable=True),
+    Column("target_id", String(ID_LEN), nullable=True),
+    Column("url", Text, nullable=True),
+    Column("version", String(ID_LEN), nullable=True),
+    Column("identifier_system", Text, nullable=True),
+    Column("identifier_value", Text, nullable=True),
+    lookup=("target_id", "target_type"),
+)
+# _revinclude and reverse chaining look references up by target without knowing the source type.
+Index("ix_search_reference_target", search_reference.c.target_id, search_reference.c.target_type)
+
+search_uri = _index_table(
+    "search_uri",
+    Column("value", Text, nullable=False),
+    lookup=("value",),
+)
+
+INDEX_TABLES: dict[str, Table] = {
+    "string": search_string,
+    "token": search_token,
+    "date": search_date,
+    "number": search_number,
+    "quantity": search_quantity,
+    "reference": search_reference,
+    "uri": search_uri,
+}

@@ -1,0 +1,4 @@
+"""The FHIR layer: definitions, validation, search, the repository, bundles and the router.
+
+Nothing here imports from `garrison.web`.
+"""

@@ -1,0 +1,1 @@
+"""FHIR search: index extraction (writes) and query execution (reads)."""
