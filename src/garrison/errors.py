@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class IssueCode(str, Enum):
+class IssueCode(StrEnum):
     """FHIR issue-type codes: https://hl7.org/fhir/R4/valueset-issue-type.html"""
 
     INVALID = "invalid"

@@ -7,7 +7,6 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 _DEFINITIONS = Path("shared") / "testdata" / "fhir-r4" / "definitions"
 
 

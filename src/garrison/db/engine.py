@@ -56,8 +56,8 @@ def is_postgres(engine: Engine | Connection) -> bool:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-write transaction; commits on success, rolls back on any exception."""
-    with engine.connect() as connection:
-        connection = connection.execution_options(**{_WRITE_OPTION: True})
+    with engine.connect() as plain:
+        connection = plain.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection
 

@@ -85,9 +85,7 @@ def expression_for_type(expression: str | None, resource_type: str) -> str | Non
     """Keep only the union branches of a multi-resource expression that apply to `resource_type`."""
     if not expression:
         return None
-    branches = [
-        b for b in split_union(expression) if _root_type(b) in (resource_type, *ABSTRACT_BASES)
-    ]
+    branches = [b for b in split_union(expression) if _root_type(b) in (resource_type, *ABSTRACT_BASES)]
     return " | ".join(branches) if branches else None
 
 

@@ -1,0 +1,159 @@
+"""`garrison serve | import | export | reindex | db upgrade | demo`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from garrison.db.engine import make_engine
+from garrison.db.migrate import upgrade
+from garrison.fhir.definitions import definitions_from
+from garrison.fhir.ingest import count_resources, discover, export_ndjson, import_paths, reindex
+from garrison.settings import Settings
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@click.group()
+def main() -> None:
+    """Garrison: an open, unified electronic health record on FHIR R4."""
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations up to the newest."""
+    settings = Settings()
+    upgrade(make_engine(settings.resolved_database_url()))
+    click.echo("database is up to date")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the FHIR API (and, later, the portal and workspace)."""
+    import uvicorn
+
+    settings = Settings()
+    upgrade(make_engine(settings.resolved_database_url()))
+    os.environ.setdefault("GARRISON_BASE_URL", f"http://{host}:{port}/fhir")
+    click.echo(f"Garrison FHIR API: http://{host}:{port}/fhir/metadata")
+    uvicorn.run(
+        "garrison.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _run_import(settings: Settings, paths: list[Path]) -> int:
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    definitions = definitions_from(settings.definitions_dir)
+    files = discover(paths)
+    total = sum(count_resources(p) for p in files)
+    started = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("importing", total=total, rate="")
+
+        def advance(n: int) -> None:
+            done = bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:,.0f} resources/s")
+
+        summary = import_paths(engine, definitions, settings, files, advance)
+    elapsed = time.perf_counter() - started
+    click.echo(
+        f"imported {summary.resources:,} resources from {summary.files} files in {elapsed:.1f} s "
+        f"({summary.resources / max(elapsed, 1e-9):,.0f} resources/s)"
+    )
+    for resource_type, count in sorted(summary.by_type.items()):
+        click.echo(f"  {resource_type:<28} {count:>8,}")
+    for error in summary.errors[:50]:
+        click.echo(f"  error: {error}", err=True)
+    if len(summary.errors) > 50:
+        click.echo(f"  ... and {len(summary.errors) - 50} more errors", err=True)
+    return 1 if summary.errors else 0
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def import_command(paths: tuple[Path, ...]) -> None:
+    """Load FHIR Bundles (.json: transaction or batch) or NDJSON files (.ndjson)."""
+    raise SystemExit(_run_import(Settings(), list(paths)))
+
+
+@main.command("export")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--type", "types", multiple=True, help="Only these resource types (repeatable).")
+def export_command(out_dir: Path, types: tuple[str, ...]) -> None:
+    """Write every current resource as NDJSON, one file per resource type."""
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    counts = export_ndjson(engine, out_dir, set(types) if types else None)
+    for resource_type, count in sorted(counts.items()):
+        click.echo(f"{out_dir / (resource_type + '.ndjson')}: {count:,}")
+    click.echo(f"exported {counts.total():,} resources")
+
+
+@main.command("reindex")
+def reindex_command() -> None:
+    """Rebuild all search index rows from the stored resources."""
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    definitions = definitions_from(settings.definitions_dir)
+    done = reindex(engine, definitions)
+    click.echo(f"reindexed {done:,} resources")
+
+
+@main.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--bundles", default=10, show_default=True, type=int, help="Synthea bundles to load.")
+def demo(host: str, port: int, bundles: int) -> None:
+    """Load a synthetic demo population (once) and serve Garrison."""
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    from sqlalchemy import func, select
+
+    from garrison.db.engine import read_transaction
+    from garrison.db.schema import resource
+
+    with read_transaction(engine) as connection:
+        existing = connection.execute(select(func.count()).select_from(resource)).scalar_one()
+    if existing == 0:
+        synthea = settings.definitions_dir.parents[1] / "synthea"
+        files = sorted(synthea.glob("*.json"))[:bundles]
+        click.echo(
+            f"loading {len(files)} synthetic (Synthea) patients into {settings.resolved_database_url()}"
+        )
+        _run_import(settings, files)
+    ctx = click.get_current_context()
+    ctx.invoke(serve, host=host, port=port, workers=1)

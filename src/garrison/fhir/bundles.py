@@ -1,0 +1,358 @@
+"""batch and transaction Bundles (https://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction runs entirely inside the caller's database transaction: any failing entry raises,
+and the caller's rollback leaves the store unchanged. Entries are processed in the order the spec
+prescribes (DELETE, POST, PUT/PATCH, GET); `urn:uuid:` references and conditional references
+(`Patient?identifier=...`) are resolved before anything is written, and the response lists the
+entries in request order. A batch runs each entry in its own savepoint, so one failure stays local.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from garrison.errors import BadRequest, GarrisonError, Issue, IssueCode, NotFound, PreconditionFailed
+from garrison.fhir.repository import Repository
+from garrison.fhir.resource import new_id
+from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_STATUS_TEXT = {
+    200: "200 OK",
+    201: "201 Created",
+    204: "204 No Content",
+    304: "304 Not Modified",
+    400: "400 Bad Request",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    409: "409 Conflict",
+    410: "410 Gone",
+    412: "412 Precondition Failed",
+    413: "413 Payload Too Large",
+    422: "422 Unprocessable Entity",
+}
+
+
+@dataclass(slots=True)
+class _Entry:
+    index: int
+    method: str
+    path: str  # "Patient/123" relative to the base
+    query: list[tuple[str, str]]
+    full_url: str | None
+    resource: Any
+    request: dict[str, Any]
+
+
+def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -> FhirResponse:
+    bundle = request.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base URL takes a batch or transaction Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise BadRequest(
+            f"Bundle.type must be batch or transaction, not '{kind}'",
+            [Issue(IssueCode.VALUE, "Bundle.type must be batch or transaction", "Bundle.type")],
+        )
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array")
+    if len(raw_entries) > repo.settings.max_bundle_entries:
+        raise BadRequest(f"A Bundle may hold at most {repo.settings.max_bundle_entries} entries")
+    entries = [_parse_entry(i, e, router.base_url) for i, e in enumerate(raw_entries)]
+    prefer = request.header("prefer")
+    if kind == "transaction":
+        responses = _transaction(router, repo, entries, prefer)
+    else:
+        responses = _batch(router, repo, entries, prefer)
+    return FhirResponse(
+        200,
+        {
+            "resourceType": "Bundle",
+            "type": f"{kind}-response",
+            "entry": [_response_entry(r) for r in responses],
+        },
+    )
+
+
+def _parse_entry(index: int, raw: Any, base_url: str) -> _Entry:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} is not an object")
+    req = raw.get("request")
+    if not isinstance(req, dict):
+        raise BadRequest(
+            f"{where} has no request", [Issue(IssueCode.REQUIRED, "request is required", f"{where}.request")]
+        )
+    method = str(req.get("method", "")).upper()
+    url = req.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise BadRequest(
+            f"{where}.request needs a method (GET, POST, PUT, PATCH, DELETE) and a url",
+            [Issue(IssueCode.REQUIRED, "request.method and request.url are required", f"{where}.request")],
+        )
+    if url.startswith(base_url):
+        url = url[len(base_url) :]
+    parts = urlsplit(url)
+    resource = raw.get("resource")
+    if method in ("POST", "PUT") and not isinstance(resource, dict):
+        raise BadRequest(
+            f"{where} ({method}) has no resource",
+            [Issue(IssueCode.REQUIRED, "resource is required", f"{where}.resource")],
+        )
+    if method == "PATCH" and resource is not None:
+        resource = _patch_body(resource, where)
+    return _Entry(
+        index=index,
+        method=method,
+        path=parts.path.strip("/"),
+        query=parse_qsl(parts.query, keep_blank_values=True),
+        full_url=raw.get("fullUrl"),
+        resource=resource,
+        request=req,
+    )
+
+
+def _patch_body(resource: Any, where: str) -> Any:
+    # In a Bundle, a JSON Patch travels as a Binary (https://hl7.org/fhir/R4/http.html#patch).
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            return orjson.loads(base64.b64decode(resource.get("data", "")))
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise BadRequest(f"{where}: the Binary does not hold a JSON Patch") from exc
+    return resource
+
+
+def _entry_request(entry: _Entry, prefer: str | None) -> FhirRequest:
+    headers: dict[str, str] = {}
+    for field, header in (
+        ("ifMatch", "if-match"),
+        ("ifNoneMatch", "if-none-match"),
+        ("ifNoneExist", "if-none-exist"),
+        ("ifModifiedSince", "if-modified-since"),
+    ):
+        if isinstance(entry.request.get(field), str):
+            headers[header] = entry.request[field]
+    if prefer:
+        headers["prefer"] = prefer
+    return FhirRequest(
+        method=entry.method, path=entry.path, query=tuple(entry.query), headers=headers, body=entry.resource
+    )
+
+
+# ----------------------------------------------------------------------------------- batch
+
+
+def _batch(
+    router: FhirRouter, repo: Repository, entries: list[_Entry], prefer: str | None
+) -> list[FhirResponse]:
+    responses: list[FhirResponse] = []
+    for entry in entries:
+        try:
+            with repo.connection.begin_nested():
+                responses.append(router.handle(repo, _entry_request(entry, prefer)))
+        except GarrisonError as error:
+            responses.append(FhirResponse(error.status, error.operation_outcome()))
+    return responses
+
+
+# ----------------------------------------------------------------------------- transaction
+
+
+def _transaction(
+    router: FhirRouter, repo: Repository, entries: list[_Entry], prefer: str | None
+) -> list[FhirResponse]:
+    _check_unique_targets(entries)
+    responses: dict[int, FhirResponse] = {}
+    ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
+    try:
+        # 1. Deletes first, so that creates and conditional lookups see their effect.
+        for entry in ordered:
+            if entry.method == "DELETE":
+                responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
+        # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
+        identities = _resolve_identities(repo, entries)
+        for entry in entries:
+            if isinstance(entry.resource, dict):
+                entry.resource = _rewrite_references(repo, entry.resource, identities, entry.index)
+        # 3. Creates, batched; 4. updates and patches; 5. reads, which see all of the above.
+        with repo.deferred_writes():
+            for entry in ordered:
+                if entry.method == "POST":
+                    responses[entry.index] = _create(router, repo, entry, identities, prefer)
+        for entry in ordered:
+            if entry.method in ("PUT", "PATCH"):
+                entry.path = _target_path(entry, identities)
+                responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
+        for entry in ordered:
+            if entry.method in ("GET", "HEAD"):
+                responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
+    except GarrisonError as error:
+        failing = _failing_entry(entries, responses)
+        if failing is not None:
+            error.issues = [_locate(issue, failing) for issue in error.issues]
+        raise
+    return [responses[e.index] for e in entries]
+
+
+def _locate(issue: Issue, index: int) -> Issue:
+    """Point an issue at the failing entry: `Patient.gender` becomes `Bundle.entry[3].resource.gender`."""
+    expression = issue.expression
+    if expression is not None:
+        tail = expression.split(".", 1)[1] if "." in expression else ""
+        expression = f"Bundle.entry[{index}].resource" + (f".{tail}" if tail else "")
+    return Issue(issue.code, f"Entry {index}: {issue.diagnostics}", expression, issue.severity)
+
+
+def _failing_entry(entries: list[_Entry], responses: dict[int, FhirResponse]) -> int | None:
+    ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
+    for entry in ordered:
+        if entry.index not in responses:
+            return entry.index
+    return None
+
+
+def _check_unique_targets(entries: list[_Entry]) -> None:
+    # https://hl7.org/fhir/R4/http.html#trules : one entry per resource in a transaction.
+    seen: dict[str, int] = {}
+    for entry in entries:
+        if entry.method in ("PUT", "PATCH", "DELETE") and not entry.query and entry.path.count("/") == 1:
+            if entry.path in seen:
+                raise BadRequest(
+                    f"Entries {seen[entry.path]} and {entry.index} both change {entry.path} "
+                    "in one transaction"
+                )
+            seen[entry.path] = entry.index
+
+
+def _resolve_identities(repo: Repository, entries: list[_Entry]) -> dict[str, str]:
+    """Map each entry's fullUrl (urn:uuid:..., or absolute) to the `Type/id` it will have."""
+    identities: dict[str, str] = {}
+    for entry in entries:
+        resource_type = entry.path.split("/", 1)[0]
+        if entry.method == "POST":
+            repo.check_type(resource_type)
+            if_none_exist = entry.request.get("ifNoneExist")
+            target: str | None = None
+            if isinstance(if_none_exist, str) and if_none_exist:
+                matches = repo.find_matches(resource_type, if_none_exist)
+                if len(matches) > 1:
+                    raise PreconditionFailed(
+                        f"Entry {entry.index}: ifNoneExist matched {len(matches)} resources"
+                    )
+                if matches:
+                    target = f"{resource_type}/{matches[0]}"
+                    entry.request["_existing"] = matches[0]
+            if target is None:
+                assigned = new_id()
+                entry.request["_assigned"] = assigned
+                target = f"{resource_type}/{assigned}"
+        elif entry.method in ("PUT", "PATCH"):
+            if entry.query:
+                matches = repo.find_matches(resource_type, "&".join(f"{k}={v}" for k, v in entry.query))
+                if len(matches) > 1:
+                    raise PreconditionFailed(
+                        f"Entry {entry.index}: the conditional {entry.method} "
+                        f"matched {len(matches)} resources"
+                    )
+                if matches:
+                    target_id = matches[0]
+                elif entry.method == "PATCH":
+                    raise NotFound(f"Entry {entry.index}: the conditional PATCH matched nothing")
+                elif isinstance(entry.resource, dict) and isinstance(entry.resource.get("id"), str):
+                    target_id = entry.resource["id"]
+                else:
+                    target_id = new_id()
+                target = f"{resource_type}/{target_id}"
+                entry.request["_target"] = target
+            else:
+                target = entry.path
+        else:
+            continue
+        if entry.full_url:
+            identities[entry.full_url] = target
+    return identities
+
+
+def _target_path(entry: _Entry, identities: dict[str, str]) -> str:
+    target = entry.request.get("_target")
+    if isinstance(target, str):
+        entry.query = []
+        if isinstance(entry.resource, dict):
+            entry.resource["id"] = target.split("/", 1)[1]
+        return target
+    return entry.path
+
+
+def _rewrite_references(repo: Repository, value: Any, identities: dict[str, str], index: int) -> Any:
+    """Replace urn:uuid and conditional references with the final `Type/id`."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                out[key] = _resolve_reference(repo, item, identities, index)
+            else:
+                out[key] = _rewrite_references(repo, item, identities, index)
+        return out
+    if isinstance(value, list):
+        return [_rewrite_references(repo, v, identities, index) for v in value]
+    if isinstance(value, str) and value in identities:
+        # uri-valued elements (e.g. Attachment.url) may also point at bundle entries.
+        return identities[value]
+    return value
+
+
+def _resolve_reference(repo: Repository, reference: str, identities: dict[str, str], index: int) -> str:
+    if reference in identities:
+        return identities[reference]
+    if reference.startswith(("urn:uuid:", "urn:oid:")):
+        raise BadRequest(f"Entry {index} refers to {reference}, which no entry in the Bundle defines")
+    if "?" in reference and not reference.startswith(("http://", "https://")):
+        # https://hl7.org/fhir/R4/http.html#trules : conditional references.
+        resource_type, query = reference.split("?", 1)
+        matches = repo.find_matches(resource_type, query)
+        if len(matches) != 1:
+            raise PreconditionFailed(
+                f"Entry {index}: the conditional reference '{reference}' matched {len(matches)} resources"
+            )
+        return f"{resource_type}/{matches[0]}"
+    return reference
+
+
+def _create(
+    router: FhirRouter, repo: Repository, entry: _Entry, identities: dict[str, str], prefer: str | None
+) -> FhirResponse:
+    request = _entry_request(entry, prefer)
+    existing = entry.request.get("_existing")
+    if isinstance(existing, str):
+        stored = repo.read(entry.path.split("/", 1)[0], existing)
+        return router.written_response(request, stored, 200)
+    outcome = repo.create(
+        entry.resource, resource_type=entry.path.split("/", 1)[0], assigned_id=entry.request["_assigned"]
+    )
+    return router.written_response(request, outcome.stored, 201)
+
+
+def _response_entry(response: FhirResponse) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    result: dict[str, Any] = {"status": _STATUS_TEXT.get(response.status, str(response.status))}
+    headers = response.headers
+    if "Location" in headers:
+        result["location"] = headers["Location"]
+    if "ETag" in headers:
+        result["etag"] = headers["ETag"]
+    if response.stored is not None:
+        result["lastModified"] = response.stored.last_updated
+    if response.status >= 400:
+        result["outcome"] = response.resource
+    elif response.raw is not None:
+        entry["resource"] = orjson.Fragment(response.raw)
+    elif response.resource is not None:
+        entry["resource"] = response.resource
+    entry["response"] = result
+    return entry

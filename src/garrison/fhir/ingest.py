@@ -1,0 +1,269 @@
+"""Bulk loading and unloading of the store: import Bundles/NDJSON, export NDJSON, reindex.
+
+Every path goes through the same Repository as the API (validation, history, index rows), under
+an explicit system AccessContext naming the job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, bindparam, delete, insert, select
+
+from garrison.db.engine import read_transaction, write_transaction
+from garrison.db.schema import INDEX_TABLES, resource
+from garrison.errors import GarrisonError
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.router import FhirRequest, FhirRouter
+from garrison.fhir.search.indexer import indexer_for
+from garrison.settings import Settings
+
+Progress = Callable[[int], None]  # called with the number of resources just processed
+NDJSON_BATCH = 1000
+
+
+@dataclass
+class ImportSummary:
+    files: int = 0
+    resources: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """Bundle (.json) and NDJSON (.ndjson) files named directly or found in directories."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson")))
+        else:
+            found.append(path)
+    return found
+
+
+def count_resources(path: Path) -> int:
+    if path.suffix == ".ndjson":
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return 0
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        return len(data.get("entry", []))
+    return 1
+
+
+def import_paths(
+    engine: Engine,
+    definitions: Definitions,
+    settings: Settings,
+    paths: list[Path],
+    progress: Progress | None = None,
+) -> ImportSummary:
+    summary = ImportSummary()
+    router = FhirRouter(settings.base_url)
+    context = AccessContext.system("import")
+    for path in discover(paths):
+        summary.files += 1
+        try:
+            if path.suffix == ".ndjson":
+                _import_ndjson(
+                    engine=engine,
+                    definitions=definitions,
+                    settings=settings,
+                    context=context,
+                    path=path,
+                    summary=summary,
+                    progress=progress,
+                )
+            else:
+                _import_json(
+                    engine=engine,
+                    definitions=definitions,
+                    settings=settings,
+                    context=context,
+                    router=router,
+                    path=path,
+                    summary=summary,
+                    progress=progress,
+                )
+        except GarrisonError as error:
+            summary.errors.append(f"{path.name}: {error.message}")
+        except (OSError, orjson.JSONDecodeError) as error:
+            summary.errors.append(f"{path.name}: {error}")
+    return summary
+
+
+def _import_json(
+    *,
+    engine: Engine,
+    definitions: Definitions,
+    settings: Settings,
+    context: AccessContext,
+    router: FhirRouter,
+    path: Path,
+    summary: ImportSummary,
+    progress: Progress | None,
+) -> None:
+    data = orjson.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        raise GarrisonError(f"{path.name} does not hold a FHIR resource")
+    with write_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, context)
+        if data.get("resourceType") == "Bundle" and data.get("type") in ("transaction", "batch"):
+            response = router.handle(repo, FhirRequest("POST", "", body=data))
+            entries = data.get("entry", [])
+            reply = response.json() or {}
+            for entry, answer in zip(entries, reply.get("entry", []), strict=False):
+                status = str(answer.get("response", {}).get("status", ""))
+                if status.startswith("2"):
+                    summary.by_type[entry.get("resource", {}).get("resourceType", "?")] += 1
+                    summary.resources += 1
+                else:
+                    summary.errors.append(f"{path.name}: entry {entry.get('fullUrl')}: {status}")
+            if progress:
+                progress(len(entries))
+        else:
+            outcome = (
+                repo.update(data["resourceType"], data["id"], data)
+                if isinstance(data.get("id"), str)
+                else repo.create(data)
+            )
+            summary.by_type[outcome.stored.resource_type] += 1
+            summary.resources += 1
+            if progress:
+                progress(1)
+
+
+def _ndjson_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise GarrisonError(f"line {number} is not JSON: {exc}") from exc
+            batch.append(item)
+            if len(batch) >= NDJSON_BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _import_ndjson(
+    *,
+    engine: Engine,
+    definitions: Definitions,
+    settings: Settings,
+    context: AccessContext,
+    path: Path,
+    summary: ImportSummary,
+    progress: Progress | None,
+) -> None:
+    # Resources keep their ids (update-as-create), so re-importing an export is idempotent.
+    for batch in _ndjson_batches(path):
+        with write_transaction(engine) as connection:
+            repo = Repository(connection, definitions, settings, context)
+            with repo.deferred_writes():
+                for item in batch:
+                    if isinstance(item.get("id"), str):
+                        outcome = repo.update(str(item.get("resourceType")), item["id"], item)
+                    else:
+                        outcome = repo.create(item)
+                    summary.by_type[outcome.stored.resource_type] += 1
+        summary.resources += len(batch)
+        if progress:
+            progress(len(batch))
+
+
+def export_ndjson(
+    engine: Engine, out_dir: Path, types: set[str] | None = None, progress: Progress | None = None
+) -> Counter[str]:
+    """Write one `<Type>.ndjson` per resource type holding every current (not deleted) resource."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter()
+    with read_transaction(engine) as connection:
+        query = (
+            select(resource.c.resource_type, resource.c.content)
+            .where(resource.c.deleted.is_(False))
+            .order_by(resource.c.resource_type, resource.c.id)
+            .execution_options(yield_per=2000)
+        )
+        handle = None
+        current_type = None
+        try:
+            for row in connection.execute(query):
+                if types is not None and row.resource_type not in types:
+                    continue
+                if row.resource_type != current_type:
+                    if handle:
+                        handle.close()
+                    current_type = row.resource_type
+                    handle = (out_dir / f"{current_type}.ndjson").open("w", encoding="utf-8")
+                assert handle is not None
+                handle.write(row.content)
+                handle.write("\n")
+                counts[row.resource_type] += 1
+                if progress and counts.total() % 1000 == 0:
+                    progress(1000)
+        finally:
+            if handle:
+                handle.close()
+    return counts
+
+
+def reindex(
+    engine: Engine, definitions: Definitions, progress: Progress | None = None, batch_size: int = 1000
+) -> int:
+    """Rebuild every search index row from the stored resources (after definitions change)."""
+    indexer = indexer_for(definitions)
+    done = 0
+    last: tuple[str, str] = ("", "")
+    while True:
+        with write_transaction(engine) as connection:
+            rows = connection.execute(
+                select(resource.c.resource_type, resource.c.id, resource.c.content)
+                .where(
+                    resource.c.deleted.is_(False),
+                    (resource.c.resource_type > last[0])
+                    | ((resource.c.resource_type == last[0]) & (resource.c.id > last[1])),
+                )
+                .order_by(resource.c.resource_type, resource.c.id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                break
+            keys = [(r.resource_type, r.id) for r in rows]
+            by_table: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                index_rows = indexer.index(json.loads(r.content))
+                for table_name, table_rows in index_rows.by_table.items():
+                    by_table.setdefault(table_name, []).extend(
+                        {"resource_type": r.resource_type, "resource_id": r.id, **row} for row in table_rows
+                    )
+            for table_name, table in INDEX_TABLES.items():
+                connection.execute(
+                    delete(table).where(
+                        table.c.resource_type == bindparam("rtype"), table.c.resource_id == bindparam("rid")
+                    ),
+                    [{"rtype": rtype, "rid": rid} for rtype, rid in keys],
+                )
+                if by_table.get(table_name):
+                    connection.execute(insert(table), by_table[table_name])
+            last = keys[-1]
+            done += len(rows)
+        if progress:
+            progress(len(rows))
+    return done

@@ -1,0 +1,39 @@
+"""FHIR operations, one module each, registered by name (`$everything`, `$validate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from garrison.fhir.repository import Repository
+
+
+@dataclass(frozen=True, slots=True)
+class OperationCall:
+    resource_type: str | None
+    resource_id: str | None
+    params: tuple[tuple[str, str], ...]
+    body: Any
+    method: str
+    base_url: str
+
+
+class Operation(Protocol):
+    name: str
+    definition: str
+
+    def applies_to(self, resource_type: str | None, resource_id: str | None) -> bool: ...
+
+    def run(self, repo: Repository, call: OperationCall) -> tuple[int, dict[str, Any]]: ...
+
+
+def _registry() -> dict[str, Operation]:
+    from garrison.fhir.operations.everything import PatientEverything
+    from garrison.fhir.operations.validate import ValidateOperation
+
+    operations: list[Operation] = [PatientEverything(), ValidateOperation()]
+    return {op.name: op for op in operations}
+
+
+OPERATIONS: dict[str, Operation] = _registry()

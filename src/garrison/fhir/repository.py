@@ -1,0 +1,516 @@
+"""The FHIR repository: every read and write of clinical data goes through one of these.
+
+A Repository is bound to a caller (AccessContext) and to a connection whose transaction the caller
+owns; the repository never commits. Writes validate the resource against the R4 definitions, keep
+every version in `resource_history`, and rewrite the resource's search index rows in the same
+transaction, so a failure anywhere leaves nothing behind.
+
+Concurrency is enforced by the database, not by the process: an update is a version-checked
+`UPDATE ... WHERE version_id = :expected` and every version is unique in `resource_history`, so two
+writers racing from the same version cannot both succeed, on SQLite or on PostgreSQL's default
+READ COMMITTED isolation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from garrison.db.engine import is_postgres
+from garrison.db.schema import INDEX_TABLES, resource, resource_history
+from garrison.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    Issue,
+    IssueCode,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.resource import ID_PATTERN, StoredResource, dumps, format_instant, new_id, utc_now
+from garrison.fhir.search.indexer import IndexRows, indexer_for
+from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search, find_matching_ids
+from garrison.fhir.validation import validator_for
+from garrison.settings import Settings
+
+_RESOURCE_COLUMNS = (
+    resource.c.resource_type,
+    resource.c.id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    stored: StoredResource
+    created: bool  # True when a new resource came into being (HTTP 201)
+    changed: bool = True  # False when a conditional create matched an existing resource
+
+
+@dataclass(slots=True)
+class _PendingVersion:
+    stored: StoredResource
+    method: str
+    index_rows: IndexRows | None
+    replace_index: bool  # False for brand-new resources: there are no old rows to delete
+    insert_current: bool = False  # a server-assigned id: the current row can be inserted later too
+
+
+@dataclass
+class _WriteBuffer:
+    versions: list[_PendingVersion] = field(default_factory=list)
+
+
+class Repository:
+    """CRUD, history and search over the FHIR store for one caller inside one transaction."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        definitions: Definitions,
+        settings: Settings,
+        context: AccessContext,
+    ) -> None:
+        self.connection = connection
+        self.definitions = definitions
+        self.settings = settings
+        self.context = context
+        self._validator = validator_for(definitions)
+        self._indexer = indexer_for(definitions)
+        self._buffer: _WriteBuffer | None = None
+
+    # ----------------------------------------------------------------------------------- reads
+
+    def check_type(self, resource_type: str) -> None:
+        if resource_type not in self.definitions.resource_types:
+            raise NotFound(f"Unknown resource type '{resource_type}'")
+
+    def get_current(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current version (possibly a tombstone), or None if it never existed."""
+        self.flush()
+        row = self.connection.execute(
+            select(*_RESOURCE_COLUMNS).where(
+                resource.c.resource_type == resource_type, resource.c.id == resource_id
+            )
+        ).first()
+        return StoredResource(*row) if row else None
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        # https://hl7.org/fhir/R4/http.html#read
+        self.check_type(resource_type)
+        current = self.get_current(resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted")
+        return current
+
+    def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
+        # https://hl7.org/fhir/R4/http.html#vread
+        self.check_type(resource_type)
+        self.flush()
+        if not version.isdigit():
+            raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
+        h = resource_history.c
+        row = self.connection.execute(
+            select(h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.content).where(
+                h.resource_type == resource_type, h.id == resource_id, h.version_id == int(version)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
+        stored = StoredResource(*row)
+        if stored.deleted:
+            raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
+        return stored
+
+    def search(self, request: SearchRequest) -> SearchPage:
+        if request.resource_type is not None:
+            self.check_type(request.resource_type)
+        self.flush()
+        return execute_search(self.connection, self.definitions, self.settings, request)
+
+    def find_matches(self, resource_type: str, query: str) -> list[str]:
+        """Ids of current resources matching a conditional query (`identifier=a|b`)."""
+        self.check_type(resource_type)
+        self.flush()
+        if not query.strip():
+            raise BadRequest("A conditional interaction needs search criteria")
+        return find_matching_ids(self.connection, self.definitions, self.settings, resource_type, query)
+
+    # ---------------------------------------------------------------------------------- writes
+
+    def create(
+        self,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+        resource_type: str | None = None,
+        assigned_id: str | None = None,
+    ) -> WriteOutcome:
+        """https://hl7.org/fhir/R4/http.html#create: the server assigns the id.
+
+        `assigned_id` is for transactions, which choose ids before writing so that entries can
+        refer to each other; it must be a fresh server-made id, never a client's.
+        """
+        resource_json = self._check_body(body, resource_type)
+        resource_type = resource_json["resourceType"]
+        if if_none_exist is not None:
+            # https://hl7.org/fhir/R4/http.html#ccreate
+            self._lock_condition(resource_type, if_none_exist)
+            matches = self.find_matches(resource_type, if_none_exist)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"If-None-Exist matched {len(matches)} {resource_type} resources",
+                    [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{if_none_exist}'")],
+                )
+            if matches:
+                return WriteOutcome(self.read(resource_type, matches[0]), created=False, changed=False)
+        return self._write(
+            resource_json, assigned_id or new_id(), previous=None, method="POST", server_assigned_id=True
+        )
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        method: str = "PUT",
+    ) -> WriteOutcome:
+        """https://hl7.org/fhir/R4/http.html#update, including update-as-create."""
+        resource_json = self._check_body(body, resource_type)
+        body_id = resource_json.get("id")
+        if body_id is None:
+            raise BadRequest(
+                "The resource in an update must carry its id",
+                [Issue(IssueCode.REQUIRED, "Resource.id is required in an update", f"{resource_type}.id")],
+            )
+        if body_id != resource_id:
+            raise BadRequest(
+                f"The id in the body ('{body_id}') does not match the URL ('{resource_id}')",
+                [Issue(IssueCode.INVALID, "id does not match the URL", f"{resource_type}.id")],
+            )
+        if not ID_PATTERN.match(resource_id):
+            raise BadRequest(f"'{resource_id}' is not a valid resource id")
+        previous = self.get_current(resource_type, resource_id)
+        self._check_if_match(previous, if_match, resource_type, resource_id)
+        return self._write(resource_json, resource_id, previous=previous, method=method)
+
+    def conditional_update(
+        self, resource_type: str, query: str, body: Any, *, if_match: str | None = None
+    ) -> WriteOutcome:
+        """https://hl7.org/fhir/R4/http.html#cond-update"""
+        resource_json = self._check_body(body, resource_type)
+        self._lock_condition(resource_type, query)
+        matches = self.find_matches(resource_type, query)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The conditional update matched {len(matches)} {resource_type} resources",
+                [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{query}'")],
+            )
+        body_id = resource_json.get("id")
+        if matches:
+            if body_id is not None and body_id != matches[0]:
+                raise BadRequest(
+                    f"The id in the body ('{body_id}') is not the matching resource's ('{matches[0]}')"
+                )
+            resource_json["id"] = matches[0]
+            return self.update(resource_type, matches[0], resource_json, if_match=if_match)
+        if body_id is not None:
+            return self.update(resource_type, body_id, resource_json, if_match=if_match)
+        return self._write(resource_json, new_id(), previous=None, method="PUT", server_assigned_id=True)
+
+    def patch(
+        self, resource_type: str, resource_id: str, operations: Any, *, if_match: str | None = None
+    ) -> WriteOutcome:
+        """https://hl7.org/fhir/R4/http.html#patch with a JSON Patch (RFC 6902) document."""
+        current = self.read(resource_type, resource_id)
+        self._check_if_match(current, if_match, resource_type, resource_id)
+        if not isinstance(operations, list):
+            raise BadRequest("A JSON Patch body must be an array of operations")
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(current.parsed())
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise Unprocessable(f"The patch cannot be applied: {exc}") from exc
+        if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
+            raise Unprocessable("A patch may not change the resource type")
+        if patched.get("id") != resource_id:
+            raise Unprocessable("A patch may not change the resource id")
+        return self.update(
+            resource_type, resource_id, patched, if_match=f'W/"{current.version_id}"', method="PATCH"
+        )
+
+    def delete(
+        self, resource_type: str, resource_id: str, *, if_match: str | None = None
+    ) -> StoredResource | None:
+        """https://hl7.org/fhir/R4/http.html#delete: a versioned tombstone; history is kept.
+
+        Returns the tombstone, or None if the resource was already deleted (deleting twice is
+        not an error). Raises NotFound if it never existed.
+        """
+        self.check_type(resource_type)
+        previous = self.get_current(resource_type, resource_id)
+        if previous is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        self._check_if_match(previous, if_match, resource_type, resource_id)
+        if previous.deleted:
+            return None
+        tombstone = StoredResource(
+            resource_type=resource_type,
+            id=resource_id,
+            version_id=previous.version_id + 1,
+            last_updated=format_instant(utc_now()),
+            deleted=True,
+            content=None,
+        )
+        self._record(_PendingVersion(tombstone, "DELETE", None, replace_index=True), previous)
+        return tombstone
+
+    def conditional_delete(self, resource_type: str, query: str) -> list[StoredResource]:
+        """https://hl7.org/fhir/R4/http.html#cdelete: Garrison deletes a single match only."""
+        self._lock_condition(resource_type, query)
+        matches = self.find_matches(resource_type, query)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The conditional delete matched {len(matches)} {resource_type} resources",
+                [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{query}'")],
+            )
+        deleted = [self.delete(resource_type, m) for m in matches]
+        return [d for d in deleted if d is not None]
+
+    # ------------------------------------------------------------------------ batching writes
+
+    @contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        """Collect the index and history rows of many writes and insert them in a few statements.
+
+        Any read or search through this repository flushes first, so callers always see their
+        own writes.
+        """
+        outer = self._buffer is None
+        if outer:
+            self._buffer = _WriteBuffer()
+        try:
+            yield
+            if outer:
+                self.flush()
+        finally:
+            if outer:
+                self._buffer = None
+
+    def flush(self) -> None:
+        if self._buffer is None or not self._buffer.versions:
+            return
+        pending, self._buffer.versions = self._buffer.versions, []
+        self._insert_history_and_index(pending)
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def _check_body(self, body: Any, resource_type: str | None) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object holding a FHIR resource")
+        body_type = body.get("resourceType")
+        if not isinstance(body_type, str):
+            raise BadRequest(
+                "The resource has no resourceType",
+                [Issue(IssueCode.REQUIRED, "resourceType is required", "resourceType")],
+            )
+        if resource_type is not None and body_type != resource_type:
+            raise BadRequest(
+                f"The body is a {body_type} but the URL names {resource_type}",
+                [Issue(IssueCode.INVALID, "resourceType does not match the URL", "resourceType")],
+            )
+        if body_type not in self.definitions.resource_types:
+            raise Unprocessable(
+                f"Unknown resource type '{body_type}'",
+                [Issue(IssueCode.STRUCTURE, f"Unknown resource type '{body_type}'", "resourceType")],
+            )
+        return body
+
+    @staticmethod
+    def _check_if_match(
+        current: StoredResource | None, if_match: str | None, resource_type: str, resource_id: str
+    ) -> None:
+        # https://hl7.org/fhir/R4/http.html#concurrency
+        if if_match is None:
+            return
+        wanted = if_match.strip().removeprefix("W/").strip('"')
+        if current is None or current.deleted or str(current.version_id) != wanted:
+            have = "nothing" if current is None else f"version {current.version_id}"
+            raise PreconditionFailed(
+                f"If-Match names version {wanted} of {resource_type}/{resource_id}, the server has {have}"
+            )
+
+    def _lock_condition(self, resource_type: str, query: str) -> None:
+        """Serialise identical conditional writes so two racing requests cannot both create.
+
+        PostgreSQL takes a transaction-scoped advisory lock on the condition; SQLite already runs
+        one writer at a time (BEGIN IMMEDIATE).
+        """
+        if not is_postgres(self.connection):
+            return
+        digest = hashlib.sha256(f"{resource_type}?{query}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def _write(
+        self,
+        resource_json: dict[str, Any],
+        resource_id: str,
+        *,
+        previous: StoredResource | None,
+        method: str,
+        server_assigned_id: bool = False,
+    ) -> WriteOutcome:
+        resource_type = resource_json["resourceType"]
+        version = 1 if previous is None else previous.version_id + 1
+        last_updated = format_instant(utc_now())
+        meta = dict(resource_json.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = last_updated
+        stamped = {**resource_json, "id": resource_id, "meta": meta}
+        # Order keys the way FHIR JSON usually reads: resourceType, id, meta first.
+        stamped = {
+            "resourceType": resource_type,
+            "id": resource_id,
+            "meta": meta,
+            **{k: v for k, v in stamped.items() if k not in ("resourceType", "id", "meta")},
+        }
+        issues = self._validator.validate(stamped)
+        if issues:
+            raise Unprocessable(f"{resource_type} is not valid: {issues[0].diagnostics}", issues)
+        stored = StoredResource(
+            resource_type=resource_type,
+            id=resource_id,
+            version_id=version,
+            last_updated=last_updated,
+            deleted=False,
+            content=dumps(stamped),
+        )
+        pending = _PendingVersion(
+            stored,
+            method,
+            self._indexer.index(stamped),
+            replace_index=previous is not None,
+            insert_current=previous is None and server_assigned_id,
+        )
+        self._record(pending, previous)
+        return WriteOutcome(stored, created=previous is None or previous.deleted)
+
+    def _record(self, pending: _PendingVersion, previous: StoredResource | None) -> None:
+        """Write the current-version row now (so conflicts surface at once); history and index
+        rows go straight in, or into the buffer when writes are deferred."""
+        stored = pending.stored
+        values = {
+            "version_id": stored.version_id,
+            "last_updated": stored.last_updated,
+            "deleted": stored.deleted,
+            "content": stored.content,
+        }
+        if previous is None and pending.insert_current and self._buffer is not None:
+            # A fresh UUID cannot collide, so the row can wait for the batched flush.
+            self._buffer.versions.append(pending)
+            return
+        if previous is None:
+            # ON CONFLICT DO NOTHING instead of a savepoint: one round trip, same guarantee.
+            dialect_insert = postgresql.insert if is_postgres(self.connection) else sqlite.insert
+            result = self.connection.execute(
+                dialect_insert(resource)
+                .values(resource_type=stored.resource_type, id=stored.id, **values)
+                .on_conflict_do_nothing()
+            )
+            if result.rowcount != 1:
+                raise Conflict(
+                    f"{stored.resource_type}/{stored.id} was created concurrently; retry the request"
+                )
+        else:
+            result = self.connection.execute(
+                update(resource)
+                .where(
+                    and_(
+                        resource.c.resource_type == stored.resource_type,
+                        resource.c.id == stored.id,
+                        resource.c.version_id == previous.version_id,
+                    )
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                raise Conflict(
+                    f"{stored.resource_type}/{stored.id} was changed concurrently; re-read and retry"
+                )
+        if self._buffer is not None:
+            self._buffer.versions.append(pending)
+        else:
+            self._insert_history_and_index([pending])
+
+    def _insert_history_and_index(self, pending: list[_PendingVersion]) -> None:
+        fresh = [p.stored for p in pending if p.insert_current]
+        if fresh:
+            self.connection.execute(
+                insert(resource),
+                [
+                    {
+                        "resource_type": s.resource_type,
+                        "id": s.id,
+                        "version_id": s.version_id,
+                        "last_updated": s.last_updated,
+                        "deleted": s.deleted,
+                        "content": s.content,
+                    }
+                    for s in fresh
+                ],
+            )
+        self.connection.execute(
+            insert(resource_history),
+            [
+                {
+                    "resource_type": p.stored.resource_type,
+                    "id": p.stored.id,
+                    "version_id": p.stored.version_id,
+                    "last_updated": p.stored.last_updated,
+                    "deleted": p.stored.deleted,
+                    "method": p.method,
+                    "content": p.stored.content,
+                }
+                for p in pending
+            ],
+        )
+        replaced = [p for p in pending if p.replace_index]
+        if replaced:
+            for table in INDEX_TABLES.values():
+                self.connection.execute(
+                    delete(table).where(
+                        table.c.resource_type == bindparam("rtype"),
+                        table.c.resource_id == bindparam("rid"),
+                    ),
+                    [{"rtype": p.stored.resource_type, "rid": p.stored.id} for p in replaced],
+                )
+        rows_by_table: dict[str, list[dict[str, Any]]] = {}
+        for p in pending:
+            if p.index_rows is None:
+                continue
+            for table_name, rows in p.index_rows.by_table.items():
+                target = rows_by_table.setdefault(table_name, [])
+                for row in rows:
+                    target.append(
+                        {"resource_type": p.stored.resource_type, "resource_id": p.stored.id, **row}
+                    )
+        for table_name, rows in rows_by_table.items():
+            if rows:
+                self.connection.execute(insert(INDEX_TABLES[table_name]), rows)

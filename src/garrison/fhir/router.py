@@ -1,0 +1,323 @@
+"""The FHIR router: a plain request in, a status and resource out; no web framework here.
+
+The HTTP API, the entries of batch/transaction Bundles, the command line and tests all go through
+`FhirRouter.handle`, so each interaction is implemented once
+(https://hl7.org/fhir/R4/http.html).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported, PreconditionFailed
+from garrison.fhir.capability import capability_statement
+from garrison.fhir.history import HistoryRequest, history_bundle, read_history
+from garrison.fhir.operations import OPERATIONS, OperationCall
+from garrison.fhir.repository import Repository, WriteOutcome
+from garrison.fhir.resource import StoredResource
+from garrison.fhir.search.query import SearchRequest, search_bundle
+
+# Parameters that shape the response rather than select resources.
+_FORMAT_PARAMS = frozenset({"_format", "_pretty"})
+
+
+@dataclass(frozen=True, slots=True)
+class FhirRequest:
+    method: str
+    path: str  # relative to the FHIR base, without leading slash: "Patient/123/_history/2"
+    query: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: Any = None  # parsed JSON, or None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass(slots=True)
+class FhirResponse:
+    status: int
+    resource: Any = None  # a dict (may hold orjson.Fragment values) or None
+    raw: str | None = None  # pre-serialised resource JSON, served as-is
+    headers: dict[str, str] = field(default_factory=dict)
+    stored: StoredResource | None = None  # the version written or read, for bundle responses
+
+    def body_bytes(self) -> bytes | None:
+        if self.raw is not None:
+            return self.raw.encode()
+        if self.resource is None:
+            return None
+        return orjson.dumps(self.resource)
+
+    def json(self) -> Any:
+        """The body as plain JSON values (Fragments resolved): for bundles and tests."""
+        data = self.body_bytes()
+        return None if data is None else orjson.loads(data)
+
+
+def http_date(iso_instant: str) -> str:
+    return format_datetime(datetime.fromisoformat(iso_instant), usegmt=True)
+
+
+def _version_headers(stored: StoredResource, base_url: str) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": http_date(stored.last_updated),
+        "Location": f"{base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}",
+    }
+
+
+class FhirRouter:
+    """Dispatches FHIR interactions to the repository bound to the caller."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def handle(self, repo: Repository, request: FhirRequest) -> FhirResponse:
+        segments = [s for s in request.path.strip("/").split("/") if s]
+        method = request.method.upper()
+        query = tuple((k, v) for k, v in request.query if k not in _FORMAT_PARAMS)
+        handler = self._route(segments, method)
+        if segments and not segments[0].startswith(("$", "_")) and segments[0] != "metadata":
+            repo.check_type(segments[0])
+        return handler(repo, request, segments, query)
+
+    # ------------------------------------------------------------------------------ routing
+
+    def _route(
+        self, segments: list[str], method: str
+    ) -> Callable[[Repository, FhirRequest, list[str], tuple[tuple[str, str], ...]], FhirResponse]:
+        n = len(segments)
+        table: dict[str, Any]
+        if n == 0:
+            table = {"GET": self._system_search, "POST": self._bundle}
+        elif segments[0] == "metadata" and n == 1:
+            table = {"GET": self._metadata}
+        elif segments[0] == "_history" and n == 1:
+            table = {"GET": self._history}
+        elif segments[0] == "_search" and n == 1:
+            table = {"POST": self._system_search}
+        elif segments[0].startswith("$") and n == 1:
+            table = {"GET": self._operation, "POST": self._operation}
+        elif n == 1:
+            table = {
+                "GET": self._search,
+                "POST": self._create,
+                "PUT": self._conditional_update,
+                "DELETE": self._conditional_delete,
+                "PATCH": self._conditional_patch,
+            }
+        elif n == 2 and segments[1] == "_search":
+            table = {"POST": self._search}
+        elif n == 2 and segments[1] == "_history":
+            table = {"GET": self._history}
+        elif n == 2 and segments[1].startswith("$"):
+            table = {"GET": self._operation, "POST": self._operation}
+        elif n == 2:
+            table = {"GET": self._read, "PUT": self._update, "PATCH": self._patch, "DELETE": self._delete}
+        elif n == 3 and segments[2] == "_history":
+            table = {"GET": self._history}
+        elif n == 3 and segments[2].startswith("$"):
+            table = {"GET": self._operation, "POST": self._operation}
+        elif n == 3:
+            table = {"GET": self._compartment_search}
+        elif n == 4 and segments[2] == "_history":
+            table = {"GET": self._vread}
+        elif n == 4 and segments[3] == "_search":
+            table = {"POST": self._compartment_search}
+        else:
+            raise NotFound(f"No FHIR interaction lives at '/{'/'.join(segments)}'")
+        handler = table.get(method)
+        if handler is None:
+            raise MethodNotAllowed(f"{method} is not allowed on '/{'/'.join(segments)}'")
+        result: Callable[[Repository, FhirRequest, list[str], tuple[tuple[str, str], ...]], FhirResponse]
+        result = handler
+        return result
+
+    # ------------------------------------------------------------------------------- reading
+
+    def _metadata(self, repo: Repository, request: FhirRequest, *_: Any) -> FhirResponse:
+        return FhirResponse(200, capability_statement(repo.definitions, self.base_url))
+
+    def _read(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        stored = repo.read(seg[0], seg[1])
+        headers = _version_headers(stored, self.base_url)
+        del headers["Location"]
+        # https://hl7.org/fhir/R4/http.html#cread
+        if_none_match = request.header("if-none-match")
+        if if_none_match and if_none_match.strip() in (stored.etag, f'"{stored.version_id}"'):
+            return FhirResponse(304, headers=headers)
+        return FhirResponse(200, raw=stored.content, headers=headers, stored=stored)
+
+    def _vread(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        stored = repo.vread(seg[0], seg[1], seg[3])
+        headers = _version_headers(stored, self.base_url)
+        del headers["Location"]
+        return FhirResponse(200, raw=stored.content, headers=headers, stored=stored)
+
+    def _search_params(
+        self, request: FhirRequest, query: tuple[tuple[str, str], ...]
+    ) -> list[tuple[str, str]]:
+        params = list(query)
+        # POST _search carries parameters as a form body; the web layer parses it into `body`.
+        if request.method.upper() == "POST" and isinstance(request.body, list):
+            params.extend((str(k), str(v)) for k, v in request.body)
+        return params
+
+    def _search(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        search = SearchRequest(resource_type=seg[0], params=self._search_params(request, query))
+        page = repo.search(search)
+        return FhirResponse(200, search_bundle(page, search, self.base_url))
+
+    def _system_search(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        search = SearchRequest(resource_type=None, params=self._search_params(request, query))
+        page = repo.search(search)
+        return FhirResponse(200, search_bundle(page, search, self.base_url))
+
+    def _compartment_search(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        # https://hl7.org/fhir/R4/http.html#vsearch : GET [base]/Patient/123/Observation
+        compartment_type, compartment_id, target = seg[0], seg[1], seg[2]
+        if compartment_type not in repo.definitions.compartments:
+            raise NotFound(f"{compartment_type} is not a compartment")
+        repo.check_type(target)
+        search = SearchRequest(
+            resource_type=target,
+            params=self._search_params(request, query),
+            compartment=(compartment_type, compartment_id),
+        )
+        page = repo.search(search)
+        return FhirResponse(200, search_bundle(page, search, self.base_url))
+
+    def _history(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        resource_type = seg[0] if len(seg) >= 2 else None
+        resource_id = seg[1] if len(seg) == 3 else None
+        if resource_type is not None:
+            repo.check_type(resource_type)
+        if resource_type is not None and resource_id is not None:
+            current = repo.get_current(resource_type, resource_id)
+            if current is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known")
+        repo.flush()
+        history_request = HistoryRequest(resource_type, resource_id, query)
+        page = read_history(repo.connection, repo.settings, history_request)
+        bundle = history_bundle(page, history_request, self.base_url, "/".join(seg))
+        return FhirResponse(200, bundle)
+
+    # ------------------------------------------------------------------------------- writing
+
+    def written_response(self, request: FhirRequest, stored: StoredResource, status: int) -> FhirResponse:
+        """The answer to a write, shaped by `Prefer: return=minimal|representation|OperationOutcome`
+        (https://hl7.org/fhir/R4/http.html#ops)."""
+        headers = _version_headers(stored, self.base_url)
+        prefer = (request.header("prefer") or "").replace(" ", "")
+        if "return=minimal" in prefer:
+            return FhirResponse(status, headers=headers, stored=stored)
+        if "return=OperationOutcome" in prefer:
+            written = f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {
+                        "severity": "information",
+                        "code": "informational",
+                        "diagnostics": f"Stored {written}",
+                    }
+                ],
+            }
+            return FhirResponse(status, outcome, headers=headers, stored=stored)
+        return FhirResponse(status, raw=stored.content, headers=headers, stored=stored)
+
+    def _written(self, request: FhirRequest, outcome: WriteOutcome) -> FhirResponse:
+        return self.written_response(request, outcome.stored, 201 if outcome.created else 200)
+
+    def _create(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        if_none_exist = request.header("if-none-exist")
+        outcome = repo.create(request.body, if_none_exist=if_none_exist, resource_type=seg[0])
+        return self.written_response(request, outcome.stored, 201 if outcome.changed else 200)
+
+    def _update(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        outcome = repo.update(seg[0], seg[1], request.body, if_match=request.header("if-match"))
+        return self._written(request, outcome)
+
+    def _conditional_update(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        if not query:
+            raise BadRequest("PUT on a resource type needs search criteria (conditional update)")
+        outcome = repo.conditional_update(
+            seg[0], urlencode(query), request.body, if_match=request.header("if-match")
+        )
+        return self._written(request, outcome)
+
+    def _patch(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        outcome = repo.patch(seg[0], seg[1], request.body, if_match=request.header("if-match"))
+        return self._written(request, outcome)
+
+    def _conditional_patch(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        if not query:
+            raise BadRequest("PATCH on a resource type needs search criteria (conditional patch)")
+        matches = repo.find_matches(seg[0], urlencode(query))
+        if not matches:
+            raise NotFound(f"The conditional patch matched no {seg[0]}")
+        if len(matches) > 1:
+            raise PreconditionFailed(f"The conditional patch matched {len(matches)} {seg[0]} resources")
+        outcome = repo.patch(seg[0], matches[0], request.body, if_match=request.header("if-match"))
+        return self._written(request, outcome)
+
+    def _delete(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+        tombstone = repo.delete(seg[0], seg[1], if_match=request.header("if-match"))
+        headers = {"ETag": tombstone.etag} if tombstone else {}
+        return FhirResponse(204, headers=headers)
+
+    def _conditional_delete(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        if not query:
+            raise BadRequest("DELETE on a resource type needs search criteria (conditional delete)")
+        repo.conditional_delete(seg[0], urlencode(query))
+        return FhirResponse(204)
+
+    # ---------------------------------------------------------------------- bundles, operations
+
+    def _bundle(self, repo: Repository, request: FhirRequest, *_: Any) -> FhirResponse:
+        from garrison.fhir.bundles import process_bundle  # bundles call back into this router
+
+        return process_bundle(self, repo, request)
+
+    def _operation(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        name = seg[-1]
+        resource_type = seg[0] if len(seg) >= 2 else None
+        resource_id = seg[1] if len(seg) == 3 else None
+        if resource_type is not None:
+            repo.check_type(resource_type)
+        operation = OPERATIONS.get(name)
+        if operation is None or not operation.applies_to(resource_type, resource_id):
+            raise NotSupported(f"Operation {name} is not supported on '/{'/'.join(seg)}'")
+        call = OperationCall(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            params=query,
+            body=request.body,
+            method=request.method.upper(),
+            base_url=self.base_url,
+        )
+        status, resource = operation.run(repo, call)
+        return FhirResponse(status, resource)

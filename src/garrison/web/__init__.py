@@ -1,0 +1,1 @@
+"""The web layer (ASGI): adapts HTTP to the FHIR router and domain services. Thin by design."""

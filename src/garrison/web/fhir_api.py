@@ -1,0 +1,135 @@
+"""The FHIR REST API over HTTP: adapts Starlette requests to `FhirRouter`, owns the transaction,
+and renders every error once as an OperationOutcome (https://hl7.org/fhir/R4/http.html)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from garrison.db.engine import read_transaction, write_transaction
+from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
+from garrison.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
+_XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "xml")
+# Operations that only read, even when POSTed.
+_READ_ONLY_OPERATIONS = ("$validate", "$everything")
+
+
+class FhirApi:
+    """One per application: holds the engine and definitions; each request gets its own repository."""
+
+    def __init__(self, settings: Settings, engine: Engine, definitions: Definitions) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.definitions = definitions
+        self.router = FhirRouter(settings.base_url)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            fhir_request = await self._adapt(request)
+            response = await run_in_threadpool(self._execute, fhir_request)
+        except GarrisonError as error:
+            response = FhirResponse(error.status, error.operation_outcome())
+        except Exception:
+            # Safety net: log the cause, answer without internals.
+            log.exception("Unhandled error serving %s %s", request.method, request.url.path)
+            response = FhirResponse(
+                500,
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "fatal", "code": "exception", "diagnostics": "Internal error"}],
+                },
+            )
+        return _render(response, pretty=request.query_params.get("_pretty") == "true")
+
+    async def _adapt(self, request: Request) -> FhirRequest:
+        _check_format(request)
+        path = request.path_params.get("path", "")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+            raise PayloadTooLarge(f"The request body exceeds {self.settings.max_body_bytes} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > self.settings.max_body_bytes:
+                raise PayloadTooLarge(f"The request body exceeds {self.settings.max_body_bytes} bytes")
+        body = _parse_body(bytes(raw), request.headers.get("content-type", ""))
+        return FhirRequest(
+            method=request.method,
+            path=path,
+            query=tuple(request.query_params.multi_items()),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+
+    def _execute(self, request: FhirRequest) -> FhirResponse:
+        # Until the security work binds callers to tokens, the API runs under one named context.
+        context = AccessContext.system("fhir-api")
+        transaction = read_transaction if _is_read_only(request) else write_transaction
+        with transaction(self.engine) as connection:
+            repo = Repository(connection, self.definitions, self.settings, context)
+            return self.router.handle(repo, request)
+
+
+def _is_read_only(request: FhirRequest) -> bool:
+    method = request.method.upper()
+    if method in ("GET", "HEAD"):
+        return True
+    if method == "POST":
+        last = request.path.rstrip("/").rsplit("/", 1)[-1]
+        return last == "_search" or last in _READ_ONLY_OPERATIONS
+    return False
+
+
+def _check_format(request: Request) -> None:
+    wanted = request.query_params.get("_format", "")
+    accept = request.headers.get("accept", "")
+    if wanted and any(t in wanted for t in _XML_TYPES):
+        raise NotSupported("Garrison serves FHIR JSON only; XML is not supported")
+    if accept and all(any(x in part for x in _XML_TYPES) for part in accept.split(",")):
+        raise NotSupported("Garrison serves FHIR JSON only (Accept asked for XML)")
+
+
+def _parse_body(raw: bytes, content_type: str) -> Any:
+    if not raw.strip():
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        # POST [base]/[type]/_search carries parameters in the body.
+        try:
+            return parse_qsl(raw.decode(), keep_blank_values=True)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("The form body is not UTF-8") from exc
+    if media and media not in _JSON_TYPES:
+        if any(x in media for x in _XML_TYPES):
+            raise NotSupported("Garrison accepts FHIR JSON only; XML is not supported")
+        raise BadRequest(f"Unsupported content type '{media}'; send application/fhir+json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}") from exc
+
+
+def _render(response: FhirResponse, *, pretty: bool) -> Response:
+    body = response.body_bytes()
+    if body is not None and pretty:
+        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    headers = dict(response.headers)
+    if body is None:
+        return Response(status_code=response.status, headers=headers)
+    return Response(content=body, status_code=response.status, headers=headers, media_type=FHIR_JSON)

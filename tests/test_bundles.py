@@ -1,0 +1,178 @@
+"""batch and transaction Bundles: atomicity, reference resolution, processing order, Synthea."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+
+
+@pytest.fixture
+def client(server: LiveServer) -> httpx.Client:
+    with httpx.Client(
+        base_url=server.fhir, headers={"Content-Type": "application/fhir+json"}, timeout=120
+    ) as c:
+        yield c  # type: ignore[misc]
+
+
+def entry(method: str, url: str, resource: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"request": {"method": method, "url": url, **extra.pop("request", {})}, **extra}
+    if resource is not None:
+        item["resource"] = resource
+    return item
+
+
+def transaction(*entries: dict[str, Any], kind: str = "transaction") -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+PATIENT = {"resourceType": "Patient", "identifier": [{"system": "urn:t", "value": "1"}], "gender": "female"}
+
+
+def observation(subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+    }
+
+
+def count(client: httpx.Client, resource_type: str) -> int:
+    body = client.get(f"/{resource_type}", params={"_total": "accurate", "_count": 0}).json()
+    return int(body["total"])
+
+
+def test_transaction_resolves_urn_uuid_references(client: httpx.Client) -> None:
+    bundle = transaction(
+        entry("POST", "Observation", observation("urn:uuid:11111111-1111-1111-1111-111111111111")),
+        entry("POST", "Patient", PATIENT, fullUrl="urn:uuid:11111111-1111-1111-1111-111111111111"),
+    )
+    response = client.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["type"] == "transaction-response"
+    statuses = [e["response"]["status"] for e in body["entry"]]
+    assert statuses == ["201 Created", "201 Created"]
+    patient_id = body["entry"][1]["resource"]["id"]
+    assert body["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{patient_id}"
+    assert body["entry"][1]["response"]["location"].endswith(f"Patient/{patient_id}/_history/1")
+    found = client.get("/Observation", params={"subject": f"Patient/{patient_id}"}).json()
+    assert len(found["entry"]) == 1
+
+
+def test_transaction_is_atomic(client: httpx.Client) -> None:
+    bad = dict(PATIENT, gender="robot")
+    response = client.post(
+        "", json=transaction(entry("POST", "Patient", PATIENT), entry("POST", "Patient", bad))
+    )
+    assert response.status_code == 422
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "Bundle.entry[1].resource.gender" in outcome["issue"][0]["expression"]
+    assert count(client, "Patient") == 0
+
+
+def test_transaction_failure_in_update_rolls_back_creates(client: httpx.Client) -> None:
+    existing = client.post("/Patient", json=PATIENT).json()
+    bundle = transaction(
+        entry("POST", "Patient", PATIENT),
+        entry(
+            "PUT", f"Patient/{existing['id']}", dict(existing, gender="male"), request={"ifMatch": 'W/"9"'}
+        ),
+    )
+    assert client.post("", json=bundle).status_code == 412
+    assert count(client, "Patient") == 1
+    assert client.get(f"/Patient/{existing['id']}").json()["gender"] == "female"
+
+
+def test_transaction_processing_order_and_conditional_reference(client: httpx.Client) -> None:
+    doomed = client.post(
+        "/Patient", json=dict(PATIENT, identifier=[{"system": "urn:t", "value": "old"}])
+    ).json()
+    bundle = transaction(
+        entry("GET", "Patient?identifier=urn:t|new"),
+        entry("POST", "Observation", observation("Patient?identifier=urn:t|new")),
+        entry(
+            "POST",
+            "Patient",
+            dict(PATIENT, identifier=[{"system": "urn:t", "value": "new"}]),
+            request={"ifNoneExist": "identifier=urn:t|new"},
+        ),
+        entry("DELETE", f"Patient/{doomed['id']}"),
+    )
+    # The conditional reference must find a patient that exists before the transaction.
+    client.post("/Patient", json=dict(PATIENT, identifier=[{"system": "urn:t", "value": "new"}]))
+    response = client.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [e["response"]["status"] for e in body["entry"]] == [
+        "200 OK",
+        "201 Created",
+        "200 OK",
+        "204 No Content",
+    ]
+    # The GET ran last: it sees the outcome of everything else.
+    assert len(body["entry"][0]["resource"]["entry"]) == 1
+    assert client.get(f"/Patient/{doomed['id']}").status_code == 410
+
+
+def test_conditional_reference_must_match_exactly_one(client: httpx.Client) -> None:
+    bundle = transaction(entry("POST", "Observation", observation("Patient?identifier=urn:t|nobody")))
+    assert client.post("", json=bundle).status_code == 412
+    assert count(client, "Observation") == 0
+
+
+def test_unknown_urn_reference_is_rejected(client: httpx.Client) -> None:
+    bundle = transaction(
+        entry("POST", "Observation", observation("urn:uuid:99999999-9999-9999-9999-999999999999"))
+    )
+    assert client.post("", json=bundle).status_code == 400
+
+
+def test_batch_entries_fail_independently(client: httpx.Client) -> None:
+    bundle = transaction(
+        entry("POST", "Patient", PATIENT),
+        entry("POST", "Patient", dict(PATIENT, gender="robot")),
+        entry("GET", "Patient/nope"),
+        kind="batch",
+    )
+    response = client.post("", json=bundle)
+    assert response.status_code == 200
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses[0] == "201 Created"
+    assert statuses[1].startswith("422")
+    assert statuses[2].startswith("404")
+    assert response.json()["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert count(client, "Patient") == 1
+
+
+def test_malformed_bundles(client: httpx.Client) -> None:
+    assert client.post("", json={"resourceType": "Bundle", "type": "collection"}).status_code == 400
+    assert client.post("", json=transaction({"resource": PATIENT})).status_code == 400
+    assert client.post("", json={"resourceType": "Patient"}).status_code == 400
+    twice = transaction(entry("DELETE", "Patient/a"), entry("PUT", "Patient/a", dict(PATIENT, id="a")))
+    assert client.post("", json=twice).status_code == 400
+
+
+def test_synthea_bundles_load_unchanged(client: httpx.Client, shared_testdata: Path) -> None:
+    files = sorted((shared_testdata / "synthea").glob("*.json"), key=lambda p: p.stat().st_size)[:2]
+    expected = 0
+    for path in files:
+        bundle = json.loads(path.read_text())
+        expected += len(bundle["entry"])
+        response = client.post("", json=bundle)
+        assert response.status_code == 200, response.text[:2000]
+        assert all(e["response"]["status"] == "201 Created" for e in response.json()["entry"])
+    patients = client.get("/Patient", params={"_total": "accurate"}).json()
+    assert patients["total"] == 2
+    pid = patients["entry"][0]["resource"]["id"]
+    everything = client.get(f"/Patient/{pid}/$everything").json()
+    assert len(everything["entry"]) > 10
+    assert all("urn:uuid" not in json.dumps(e["resource"]) for e in everything["entry"])
