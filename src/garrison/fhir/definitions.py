@@ -39,7 +39,7 @@ class SearchParam:
     comparators: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality and hash: one loaded set per process
 class Definitions:
     resource_types: frozenset[str]
     structure_definitions: Mapping[str, dict[str, Any]]  # type name -> StructureDefinition

@@ -426,15 +426,18 @@ class Repository:
             # A fresh UUID cannot collide, so the row can wait for the batched flush.
             self._buffer.versions.append(pending)
             return
+        pending.insert_current = False  # written right here instead
         if previous is None:
             # ON CONFLICT DO NOTHING instead of a savepoint: one round trip, same guarantee.
+            # (RETURNING, because psycopg reports no rowcount for this statement.)
             dialect_insert = postgresql.insert if is_postgres(self.connection) else sqlite.insert
-            result = self.connection.execute(
+            inserted = self.connection.execute(
                 dialect_insert(resource)
                 .values(resource_type=stored.resource_type, id=stored.id, **values)
                 .on_conflict_do_nothing()
-            )
-            if result.rowcount != 1:
+                .returning(resource.c.id)
+            ).first()
+            if inserted is None:
                 raise Conflict(
                     f"{stored.resource_type}/{stored.id} was created concurrently; retry the request"
                 )

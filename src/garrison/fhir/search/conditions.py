@@ -1,0 +1,274 @@
+"""Turn parsed filters into SQL conditions over a `resource` alias.
+
+Every filter becomes either `r.id IN (SELECT resource_id FROM search_x WHERE resource_type = :t AND
+param = :p AND ...)` or a correlated `EXISTS (...)` on the same index rows. Exactly one positive
+filter per query level (the most selective by a fixed ranking) is written as IN so the database
+starts from its index lookup; the others are EXISTS probes through the per-resource index, which
+costs a few row reads per candidate. PostgreSQL plans both forms as semi-joins; SQLite follows
+the shape it is given, which is why the shape matters.
+
+Chains (https://hl7.org/fhir/R4/search.html#chaining) and reverse chains (`_has`,
+https://hl7.org/fhir/R4/search.html#has) nest the same construction one level down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, false, literal_column, or_, select
+
+from garrison.db.schema import INDEX_TABLES, resource, search_reference
+from garrison.errors import BadRequest
+from garrison.fhir.definitions import SearchParam
+from garrison.fhir.search.indexer import OF_TYPE_SUFFIX
+from garrison.fhir.search.parse import ChainFilter, Filter, HasFilter, SimpleFilter, split_unescaped, unescape
+from garrison.fhir.search.predicates import (
+    MatchContext,
+    any_of,
+    date_match,
+    local_reference,
+    parse_date,
+    value_match,
+)
+
+# Lower ranks are expected to select fewer rows and are preferred as the driving lookup.
+_RANK = {
+    "reference": 1,
+    "token": 2,
+    "uri": 3,
+    "composite": 3,
+    "string": 4,
+    "number": 6,
+    "quantity": 6,
+    "date": 6,
+}
+
+
+@dataclass
+class _Rows:
+    """Index rows identifying matching resources: `id_col` holds the matching resource's id."""
+
+    source: Any  # a FROM clause: an index-table alias or a join of several
+    id_col: Any
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    negate: bool = False  # the resource matches when NO such row exists
+
+    def select_ids(self) -> Select[Any]:
+        return select(self.id_col).select_from(self.source).where(*self.where)
+
+
+def composite_param_code(code: str, index: int) -> str:
+    """Index rows of component `index` (0-based) of composite `code` use this param name."""
+    return f"{code}${index}"
+
+
+def of_type_param_code(code: str) -> str:
+    """Index rows answering `identifier:of-type` use this param name."""
+    return code + OF_TYPE_SUFFIX
+
+
+class ConditionBuilder:
+    def __init__(self, ctx: MatchContext) -> None:
+        self.ctx = ctx
+
+    # -- public -------------------------------------------------------------------------------
+
+    def conditions(self, resource_type: str, filters: list[Filter], res: Any) -> list[ColumnElement[bool]]:
+        """The conditions (ANDed) for `filters` on resources of `resource_type` aliased `res`."""
+        driver = min(
+            (f for f in filters if _rank(f) is not None),
+            key=lambda f: _rank(f) or 0,
+            default=None,
+        )
+        return [self.condition(f, resource_type, res, driver=f is driver) for f in filters]
+
+    def compartment_condition(
+        self, resource_type: str, compartment: tuple[str, str], params: tuple[str, ...], res: Any
+    ) -> ColumnElement[bool]:
+        """https://hl7.org/fhir/R4/compartmentdefinition.html: a resource is in the compartment
+        of C/id if one of the compartment's parameters for its type refers to C/id; `{def}` (and
+        the owner's own type) means the owner itself."""
+        compartment_type, owner_id = compartment
+        references = [p for p in params if p != "{def}"]
+        conditions: list[ColumnElement[bool]] = []
+        if references:
+            sr = search_reference.alias()
+            rows = _Rows(
+                sr,
+                sr.c.resource_id,
+                [
+                    sr.c.resource_type == resource_type,
+                    sr.c.param.in_(references) if len(references) > 1 else sr.c.param == references[0],
+                    sr.c.target_type == compartment_type,
+                    sr.c.target_id == owner_id,
+                    local_reference(sr, self.ctx),
+                ],
+            )
+            conditions.append(res.c.id.in_(rows.select_ids()))
+        if "{def}" in params or resource_type == compartment_type:
+            conditions.append(res.c.id == owner_id)
+        if not conditions:
+            return false()
+        return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+    def matching_ids(self, resource_type: str, flt: Filter) -> Select[Any]:
+        """SELECT of the ids of current resources of `resource_type` matching `flt`."""
+        rows = self._rows(flt, resource_type)
+        if rows is not None and not rows.negate:
+            # Deleted resources have no index rows, so a positive match needs no resource row.
+            return rows.select_ids()
+        inner = resource.alias()
+        return select(inner.c.id).where(
+            inner.c.resource_type == resource_type,
+            inner.c.deleted == false(),
+            self.condition(flt, resource_type, inner, driver=True),
+        )
+
+    def condition(self, flt: Filter, resource_type: str, res: Any, *, driver: bool) -> ColumnElement[bool]:
+        if isinstance(flt, SimpleFilter):
+            special = self._resource_column_condition(flt, res)
+            if special is not None:
+                return special
+        rows = self._rows(flt, resource_type)
+        assert rows is not None
+        if driver and not rows.negate:
+            return res.c.id.in_(rows.select_ids())  # type: ignore[no-any-return]
+        probe = exists(
+            select(literal_column("1")).select_from(rows.source).where(rows.id_col == res.c.id, *rows.where)
+        )
+        return ~probe if rows.negate else probe
+
+    # -- per filter kind ----------------------------------------------------------------------
+
+    def _resource_column_condition(self, flt: SimpleFilter, res: Any) -> ColumnElement[bool] | None:
+        """_id and _lastUpdated are columns of `resource`, not index rows."""
+        code = flt.param.code
+        if code == "_id":
+            ids = [unescape(v) for v in flt.values]
+            return res.c.id == ids[0] if len(ids) == 1 else res.c.id.in_(ids)  # type: ignore[no-any-return]
+        if code == "_lastUpdated":
+            matches = []
+            for value in flt.values:
+                search = parse_date(unescape(value), flt.name)
+                # last_updated is 'YYYY-MM-DDTHH:MM:SS.ffffff+00:00': the bounds take the same zone.
+                col = res.c.last_updated
+                matches.append(date_match(col, col, search, ctx=self.ctx, suffix="+00:00"))
+            return any_of(matches)
+        return None
+
+    def _rows(self, flt: Filter, resource_type: str) -> _Rows | None:
+        if isinstance(flt, ChainFilter):
+            return self._chain_rows(flt, resource_type)
+        if isinstance(flt, HasFilter):
+            return self._has_rows(flt, resource_type)
+        if flt.param.code in ("_id", "_lastUpdated"):
+            return None
+        if flt.param.type == "composite":
+            return self._composite_rows(flt, resource_type)
+        param, modifier = flt.param, flt.modifier
+        table = INDEX_TABLES.get(param.type)
+        if table is None:
+            raise BadRequest(f"{flt.name}: parameters of type {param.type} cannot be searched")
+        t = table.alias()
+        code = of_type_param_code(param.code) if modifier == "of-type" else param.code
+        where: list[ColumnElement[bool]] = [t.c.resource_type == resource_type, t.c.param == code]
+        if modifier == "missing":
+            # https://hl7.org/fhir/R4/search.html#modifiers: missing=true finds resources
+            # without any value for the parameter.
+            return _Rows(t, t.c.resource_id, where, negate=flt.values[0] == "true")
+        kind_modifier = None if modifier in ("not",) else modifier
+        if param.type == "reference" and modifier is not None and modifier not in ("identifier", "missing"):
+            kind_modifier = modifier  # :Type
+        matches = [
+            value_match(param.type, t, v, modifier=kind_modifier, ctx=self.ctx, name=flt.name)
+            for v in flt.values
+        ]
+        where.append(any_of(matches))
+        # :not = resources with no row matching the value (https://hl7.org/fhir/R4/search.html#token),
+        # including those without the element at all.
+        return _Rows(t, t.c.resource_id, where, negate=modifier == "not")
+
+    def _composite_rows(self, flt: SimpleFilter, resource_type: str) -> _Rows:
+        # https://hl7.org/fhir/R4/search.html#composite: components are `$`-separated and must
+        # match values of the same element (index rows sharing `grp`).
+        param = flt.param
+        if not param.components:
+            raise BadRequest(f"{flt.name}: composite parameter {param.code} has no components")
+        aliases = [INDEX_TABLES[c.type].alias() for c in param.components]
+        first = aliases[0]
+        source: Any = first
+        where: list[ColumnElement[bool]] = [
+            first.c.resource_type == resource_type,
+            first.c.param == composite_param_code(param.code, 0),
+        ]
+        for index, alias in enumerate(aliases[1:], start=1):
+            source = source.join(
+                alias,
+                and_(
+                    alias.c.resource_type == first.c.resource_type,
+                    alias.c.resource_id == first.c.resource_id,
+                    alias.c.grp == first.c.grp,
+                    alias.c.param == composite_param_code(param.code, index),
+                ),
+            )
+        if flt.modifier == "missing":
+            return _Rows(first, first.c.resource_id, where, negate=flt.values[0] == "true")
+        alternatives: list[ColumnElement[bool]] = []
+        for value in flt.values:
+            parts = split_unescaped(value, "$")
+            if len(parts) != len(aliases):
+                raise BadRequest(f"{flt.name}: expected {len(aliases)} $-separated components, not {value!r}")
+            alternatives.append(
+                and_(
+                    *(
+                        value_match(c.type, alias, part, modifier=None, ctx=self.ctx, name=flt.name)
+                        for c, alias, part in zip(param.components, aliases, parts, strict=True)
+                    )
+                )
+            )
+        where.append(any_of(alternatives))
+        return _Rows(source, first.c.resource_id, where)
+
+    def _chain_rows(self, flt: ChainFilter, resource_type: str) -> _Rows:
+        sr = search_reference.alias()
+        per_target = [
+            and_(sr.c.target_type == target, sr.c.target_id.in_(self.matching_ids(target, inner)))
+            for target, inner in flt.targets
+        ]
+        where = [
+            sr.c.resource_type == resource_type,
+            sr.c.param == flt.param.code,
+            any_of(per_target),
+            local_reference(sr, self.ctx),
+        ]
+        return _Rows(sr, sr.c.resource_id, where)
+
+    def _has_rows(self, flt: HasFilter, resource_type: str) -> _Rows:
+        sr = search_reference.alias()
+        where = [
+            sr.c.resource_type == flt.source_type,
+            sr.c.param == flt.param.code,
+            sr.c.target_type == resource_type,
+            sr.c.resource_id.in_(self.matching_ids(flt.source_type, flt.inner)),
+            local_reference(sr, self.ctx),
+        ]
+        return _Rows(sr, sr.c.target_id, where)
+
+
+def _rank(flt: Filter) -> int | None:
+    """How selective a filter is expected to be; None if it cannot drive the query."""
+    if isinstance(flt, ChainFilter | HasFilter):
+        return 5
+    param: SearchParam = flt.param
+    if flt.modifier in ("not", "missing") and not (flt.modifier == "missing" and flt.values[0] == "false"):
+        return None
+    if flt.modifier == "missing":
+        return 8
+    if param.code == "_id":
+        return 0
+    if param.code == "_lastUpdated":
+        return None  # a column of `resource`: already available to the scan
+    if flt.modifier == "exact":
+        return 3
+    return _RANK.get(param.type, 7)

@@ -1,0 +1,272 @@
+"""FHIR search execution: parameters in, one page of matching resources out.
+
+https://hl7.org/fhir/R4/search.html. The pieces: `parse` resolves parameter names against the R4
+definitions; `conditions`/`predicates` turn filters into SQL over the search index tables;
+`paging` sorts and cuts keyset pages; `includes` adds `_include`/`_revinclude` resources;
+`bundle` renders the searchset Bundle. Everything is SQLAlchemy Core and runs the same on SQLite
+and PostgreSQL.
+
+Choices the spec leaves to the server:
+- `_count` above `settings.max_page_size` is clamped to it (the self link shows the real size).
+- `_total`: `none` gives no total; `estimate` and `accurate` (and the default) count exactly,
+  without a second query when the first page holds every match.
+- The default order is by resource type and id, which also makes paging stable.
+- `_include:iterate` stops after `settings.max_include_depth` further rounds; the Bundle then
+  carries an OperationOutcome warning (mode `outcome`).
+- Chains without a `:Type` follow every target type that defines the chained parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select
+
+from garrison.db.schema import resource
+from garrison.errors import BadRequest
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.resource import StoredResource
+from garrison.fhir.search.bundle import search_bundle
+from garrison.fhir.search.conditions import ConditionBuilder
+from garrison.fhir.search.includes import fetch_included
+from garrison.fhir.search.paging import (
+    Position,
+    decode_cursor,
+    encode_cursor,
+    keyset_condition,
+    order_by,
+    sort_columns,
+)
+from garrison.fhir.search.parse import ParsedSearch, SearchParser
+from garrison.fhir.search.predicates import MatchContext
+from garrison.settings import Settings
+
+__all__ = [
+    "SearchPage",
+    "SearchRequest",
+    "execute_search",
+    "find_matching_ids",
+    "search_bundle",
+]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    resource_type: str | None  # None = whole-system search (honours _type)
+    params: list[tuple[str, str]]  # raw (name, value) pairs as received
+    compartment: tuple[str, str] | None = None  # ("Patient", "123") for GET /Patient/123/Observation
+    # `Prefer: handling=lenient` (https://hl7.org/fhir/R4/search.html#errors): ignore unknown parameters.
+    lenient: bool = False
+
+
+@dataclass
+class SearchPage:
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None = None
+    cursor: str | None = None  # the cursor this page was fetched with
+    accepted: list[tuple[str, str]] = field(default_factory=list)  # parameters as understood
+    summary: str | None = None
+    elements: tuple[str, ...] | None = None
+    warnings: list[str] = field(default_factory=list)
+    # The definitions the search ran with; the Bundle needs them for _summary and _elements.
+    definitions: Definitions | None = field(default=None, repr=False)
+
+
+def _context(connection: Connection, definitions: Definitions, settings: Settings) -> MatchContext:
+    return MatchContext(
+        resource_types=definitions.resource_types,
+        base_url=settings.base_url.rstrip("/"),
+        dialect=connection.dialect.name,
+        now=datetime.now(UTC).replace(tzinfo=None),
+    )
+
+
+def _filter_conditions(
+    builder: ConditionBuilder,
+    definitions: Definitions,
+    parsed: ParsedSearch,
+    compartment: tuple[str, str] | None,
+    res: Any,
+) -> list[ColumnElement[bool]]:
+    """The WHERE clause (ANDed) of a search over `res`: type, not deleted, compartment, filters."""
+
+    def type_conditions(resource_type: str) -> list[ColumnElement[bool]]:
+        conditions = builder.conditions(resource_type, parsed.filters[resource_type], res)
+        if compartment is not None:
+            params = definitions.compartments.get(compartment[0], {}).get(resource_type, ())
+            conditions.append(builder.compartment_condition(resource_type, compartment, params, res))
+        return conditions
+
+    where: list[ColumnElement[bool]] = [res.c.deleted == false()]
+    if len(parsed.types) == 1:
+        where.append(res.c.resource_type == parsed.types[0])
+        where.extend(type_conditions(parsed.types[0]))
+        return where
+    if not parsed.types:
+        where.append(false())
+        return where
+    per_type: list[ColumnElement[bool]] = []
+    unfiltered: list[str] = []
+    for resource_type in parsed.types:
+        conditions = type_conditions(resource_type)
+        if conditions:
+            per_type.append(and_(res.c.resource_type == resource_type, *conditions))
+        else:
+            unfiltered.append(resource_type)
+    if unfiltered and len(unfiltered) == len(definitions.resource_types):
+        return where  # every type, unconstrained
+    if unfiltered:
+        per_type.append(res.c.resource_type.in_(unfiltered))
+    where.append(or_(*per_type))
+    return where
+
+
+def _compartment_types(definitions: Definitions, request: SearchRequest) -> tuple[str, ...]:
+    if request.compartment is None:
+        return ()
+    compartment_type = request.compartment[0]
+    members = definitions.compartments.get(compartment_type)
+    if members is None:
+        raise BadRequest(f"{compartment_type} is not a compartment")
+    types = set(members)
+    types.add(compartment_type)
+    if request.resource_type is not None and request.resource_type not in types:
+        raise BadRequest(f"{request.resource_type} is not part of the {compartment_type} compartment")
+    return tuple(sorted(types))
+
+
+def execute_search(
+    connection: Connection, definitions: Definitions, settings: Settings, request: SearchRequest
+) -> SearchPage:
+    """Run a search and return one page of it (https://hl7.org/fhir/R4/search.html).
+
+    Raises BadRequest for unknown parameters or malformed values, NotSupported for features
+    Garrison lacks and TooCostly when a chain is deeper than `settings.max_chain_depth`.
+    """
+    parser = SearchParser(definitions, settings, lenient=request.lenient)
+    parsed = parser.parse(
+        request.resource_type, request.params, compartment_types=_compartment_types(definitions, request)
+    )
+    if parsed.summary == "count":
+        parsed.count = 0
+    ctx = _context(connection, definitions, settings)
+    builder = ConditionBuilder(ctx)
+    res = resource.alias("r")
+    where = _filter_conditions(builder, definitions, parsed, request.compartment, res)
+    position = decode_cursor(parsed.cursor) if parsed.cursor else None
+    single_type = len(parsed.types) == 1
+
+    matches: list[StoredResource] = []
+    next_position: Position | None = None
+    previous_position: Position | None = None
+    more = False
+    if parsed.count > 0:
+        columns = sort_columns(parsed.sort, res)
+        inner = select(
+            res.c.resource_type,
+            res.c.id,
+            res.c.version_id,
+            res.c.last_updated,
+            res.c.deleted,
+            res.c.content,
+            *(c.expr.label(f"k{i}") for i, c in enumerate(columns)),
+        ).where(*where)
+        sub = inner.subquery("page")
+        keys = [sub.c[f"k{i}"] for i in range(len(columns))]
+        forward = position is None or position.forward
+        page = select(sub).order_by(
+            *order_by(
+                [replace(c, expr=k) for c, k in zip(columns, keys, strict=True)],
+                sub.c.resource_type,
+                sub.c.id,
+                forward=forward,
+            )
+        )
+        if position is not None:
+            page = page.where(
+                keyset_condition(
+                    columns, keys, sub.c.resource_type, sub.c.id, position, single_type=single_type
+                )
+            )
+        rows = list(connection.execute(page.limit(parsed.count + 1)))
+        more = len(rows) > parsed.count
+        rows = rows[: parsed.count]
+        if not forward:
+            rows.reverse()
+        matches = [StoredResource(*row[:6]) for row in rows]
+        if rows:
+            first, last = rows[0], rows[-1]
+            after_last = Position(True, tuple(last[6:]), last[0], last[1])
+            before_first = Position(False, tuple(first[6:]), first[0], first[1])
+            if forward:
+                next_position = after_last if more else None
+                previous_position = before_first if position is not None else None
+            else:
+                next_position = after_last
+                previous_position = before_first if more else None
+
+    total: int | None = None
+    if parsed.total != "none" or parsed.summary == "count":
+        if position is None and parsed.count > 0 and not more:
+            total = len(matches)
+        else:
+            total = connection.execute(select(func.count()).select_from(res).where(*where)).scalar_one()
+
+    warnings: list[str] = []
+    included: list[StoredResource] = []
+    if parsed.includes and matches:
+        result = fetch_included(connection, parsed.includes, matches, ctx, settings.max_include_depth)
+        included = result.resources
+        if result.truncated:
+            warnings.append(
+                f"_include:iterate stopped after {settings.max_include_depth} iterations; "
+                "further resources were not included"
+            )
+    return SearchPage(
+        matches=matches,
+        included=included,
+        total=total,
+        next_cursor=encode_cursor(next_position) if next_position else None,
+        previous_cursor=encode_cursor(previous_position) if previous_position else None,
+        cursor=parsed.cursor,
+        accepted=parsed.accepted,
+        summary=parsed.summary,
+        elements=parsed.elements,
+        warnings=warnings,
+        definitions=definitions,
+    )
+
+
+def find_matching_ids(
+    connection: Connection, definitions: Definitions, settings: Settings, resource_type: str, query: str
+) -> list[str]:
+    """Ids of current `resource_type` resources matching `query` (the url-encoded part after `?`).
+
+    For conditional create/update/delete and conditional references
+    (https://hl7.org/fhir/R4/http.html#cond-update). Only filter parameters are allowed; a query
+    without any is a BadRequest, since it would match everything.
+    """
+    if resource_type not in definitions.resource_types:
+        raise BadRequest(f"Unknown resource type {resource_type}")
+    params = parse_qsl(query, keep_blank_values=True)
+    filters = SearchParser(definitions, settings).parse_filters(resource_type, params)
+    if not filters:
+        raise BadRequest(f"The condition {query!r} has no search criteria")
+    builder = ConditionBuilder(_context(connection, definitions, settings))
+    res = resource.alias("r")
+    statement = (
+        select(res.c.id)
+        .where(
+            res.c.resource_type == resource_type,
+            res.c.deleted == false(),
+            *builder.conditions(resource_type, filters, res),
+        )
+        .order_by(res.c.id)
+    )
+    return [row[0] for row in connection.execute(statement)]
