@@ -10,6 +10,7 @@ entries in request order. A batch runs each entry in its own savepoint, so one f
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -289,29 +290,50 @@ def _target_path(entry: _Entry, identities: dict[str, str]) -> str:
     return entry.path
 
 
-def _rewrite_references(repo: Repository, value: Any, identities: dict[str, str], index: int) -> Any:
-    """Replace urn:uuid and conditional references with the final `Type/id`."""
+_URN = re.compile(r'"((?:urn:uuid:|urn:oid:)[^"\\]+)"')
+_CONDITIONAL = re.compile(r'"reference":"[A-Za-z]+\?')
+
+
+def _rewrite_references(
+    repo: Repository, resource: dict[str, Any], identities: dict[str, str], index: int
+) -> dict[str, Any]:
+    """Replace urn:uuid/urn:oid and conditional references with the final `Type/id`.
+
+    Works on the serialised text: a urn can only appear as a whole JSON string, and rewriting
+    text is several times faster than walking large resources (Synthea bundles hold thousands).
+    """
+    text = orjson.dumps(resource).decode()
+    if "urn:" in text:
+
+        def substitute(match: re.Match[str]) -> str:
+            urn = match.group(1)
+            if urn in identities:
+                return f'"{identities[urn]}"'
+            if text[max(0, match.start() - 12) : match.start()].endswith('"reference":'):
+                raise BadRequest(f"Entry {index} refers to {urn}, which no entry in the Bundle defines")
+            return match.group(0)
+
+        text = _URN.sub(substitute, text)
+    rewritten: dict[str, Any] = orjson.loads(text)
+    if _CONDITIONAL.search(text):
+        rewritten = _resolve_conditionals(repo, rewritten, index)
+    return rewritten
+
+
+def _resolve_conditionals(repo: Repository, value: Any, index: int) -> Any:
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                out[key] = _resolve_reference(repo, item, identities, index)
-            else:
-                out[key] = _rewrite_references(repo, item, identities, index)
-        return out
+        return {
+            key: _resolve_reference(repo, item, index)
+            if key == "reference" and isinstance(item, str)
+            else _resolve_conditionals(repo, item, index)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_rewrite_references(repo, v, identities, index) for v in value]
-    if isinstance(value, str) and value in identities:
-        # uri-valued elements (e.g. Attachment.url) may also point at bundle entries.
-        return identities[value]
+        return [_resolve_conditionals(repo, v, index) for v in value]
     return value
 
 
-def _resolve_reference(repo: Repository, reference: str, identities: dict[str, str], index: int) -> str:
-    if reference in identities:
-        return identities[reference]
-    if reference.startswith(("urn:uuid:", "urn:oid:")):
-        raise BadRequest(f"Entry {index} refers to {reference}, which no entry in the Bundle defines")
+def _resolve_reference(repo: Repository, reference: str, index: int) -> str:
     if "?" in reference and not reference.startswith(("http://", "https://")):
         # https://hl7.org/fhir/R4/http.html#trules : conditional references.
         resource_type, query = reference.split("?", 1)
