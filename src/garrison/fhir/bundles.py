@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from garrison.errors import BadRequest, GarrisonError, Issue, IssueCode, NotFound, PreconditionFailed
-from garrison.fhir.repository import Repository
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
 from garrison.fhir.resource import new_id
 from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
 
@@ -50,6 +51,75 @@ class _Entry:
     request: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedTransaction:
+    """A transaction of plain creates, validated and indexed before its database transaction."""
+
+    versions: dict[int, PreparedVersion]  # entry index -> first version
+
+
+def prepare_transaction(definitions: Definitions, bundle: Any) -> PreparedTransaction | None:
+    """Prepare a transaction that needs nothing from the database: only POSTs, no ifNoneExist,
+    no conditional references. Anything else (or any error) returns None, and the transaction
+    is processed entirely inside its database transaction, where errors are reported."""
+    if not isinstance(bundle, dict) or bundle.get("type") != "transaction":
+        return None
+    raw_entries = bundle.get("entry")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        return None
+    identities: dict[str, str] = {}
+    planned: list[tuple[int, str, str, dict[str, Any]]] = []
+    for index, raw in enumerate(raw_entries):
+        if not isinstance(raw, dict):
+            return None
+        request = raw.get("request")
+        resource = raw.get("resource")
+        if (
+            not isinstance(request, dict)
+            or str(request.get("method", "")).upper() != "POST"
+            or request.get("ifNoneExist")
+            or not isinstance(resource, dict)
+        ):
+            return None
+        resource_type = str(request.get("url", "")).strip("/")
+        if resource_type not in definitions.resource_types or resource.get("resourceType") != resource_type:
+            return None
+        assigned = new_id()
+        if isinstance(raw.get("fullUrl"), str):
+            identities[raw["fullUrl"]] = f"{resource_type}/{assigned}"
+        planned.append((index, resource_type, assigned, resource))
+    versions: dict[int, PreparedVersion] = {}
+    try:
+        for index, _resource_type, assigned, resource in planned:
+            rewritten = _rewrite_text(resource, identities, index)
+            if rewritten is None:
+                return None
+            versions[index] = prepare_version(definitions, rewritten, assigned, 1)
+    except GarrisonError:
+        return None
+    return PreparedTransaction(versions)
+
+
+def _rewrite_text(resource: dict[str, Any], identities: dict[str, str], index: int) -> dict[str, Any] | None:
+    """urn rewriting for prepared transactions; None if the resource needs the database."""
+    text = orjson.dumps(resource).decode()
+    if _CONDITIONAL.search(text):
+        return None
+    if "urn:" in text:
+        text = _URN.sub(lambda m: _substitute(m, text, identities, index), text)
+    rewritten: dict[str, Any] = orjson.loads(text)
+    return rewritten
+
+
+def _substitute(match: re.Match[str], text: str, identities: dict[str, str], index: int) -> str:
+    urn = match.group(1)
+    if urn in identities:
+        return f'"{identities[urn]}"'
+    if text[max(0, match.start() - 12) : match.start()].endswith('"reference":'):
+        raise BadRequest(f"Entry {index} refers to {urn}, which no entry in the Bundle defines")
+    return match.group(0)
+
+
 def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -> FhirResponse:
     bundle = request.body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -68,7 +138,8 @@ def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -
     entries = [_parse_entry(i, e, router.base_url) for i, e in enumerate(raw_entries)]
     prefer = request.header("prefer")
     if kind == "transaction":
-        responses = _transaction(router, repo, entries, prefer)
+        prepared = request.prepared if isinstance(request.prepared, PreparedTransaction) else None
+        responses = _transaction(router, repo, entries, prefer, prepared)
     else:
         responses = _batch(router, repo, entries, prefer)
     return FhirResponse(
@@ -166,7 +237,11 @@ def _batch(
 
 
 def _transaction(
-    router: FhirRouter, repo: Repository, entries: list[_Entry], prefer: str | None
+    router: FhirRouter,
+    repo: Repository,
+    entries: list[_Entry],
+    prefer: str | None,
+    prepared: PreparedTransaction | None = None,
 ) -> list[FhirResponse]:
     _check_unique_targets(entries)
     responses: dict[int, FhirResponse] = {}
@@ -176,6 +251,15 @@ def _transaction(
         for entry in ordered:
             if entry.method == "DELETE":
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
+        if prepared is not None:
+            # Validated and indexed before the transaction began: only inserts remain.
+            with repo.deferred_writes():
+                for entry in entries:
+                    outcome = repo.create_prepared(prepared.versions[entry.index])
+                    responses[entry.index] = router.written_response(
+                        _entry_request(entry, prefer), outcome.stored, 201
+                    )
+            return [responses[e.index] for e in entries]
         # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
         identities = _resolve_identities(repo, entries)
         for entry in entries:
@@ -304,16 +388,7 @@ def _rewrite_references(
     """
     text = orjson.dumps(resource).decode()
     if "urn:" in text:
-
-        def substitute(match: re.Match[str]) -> str:
-            urn = match.group(1)
-            if urn in identities:
-                return f'"{identities[urn]}"'
-            if text[max(0, match.start() - 12) : match.start()].endswith('"reference":'):
-                raise BadRequest(f"Entry {index} refers to {urn}, which no entry in the Bundle defines")
-            return match.group(0)
-
-        text = _URN.sub(substitute, text)
+        text = _URN.sub(lambda m: _substitute(m, text, identities, index), text)
     rewritten: dict[str, Any] = orjson.loads(text)
     if _CONDITIONAL.search(text):
         rewritten = _resolve_conditionals(repo, rewritten, index)

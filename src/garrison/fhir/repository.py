@@ -74,6 +74,47 @@ class _WriteBuffer:
     versions: list[_PendingVersion] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedVersion:
+    """A validated, stamped and indexed version, ready to be written."""
+
+    stored: StoredResource
+    index_rows: IndexRows
+
+
+def prepare_version(
+    definitions: Definitions, resource_json: dict[str, Any], resource_id: str, version: int
+) -> PreparedVersion:
+    """Stamp id and meta, validate and compute index rows: CPU only, no database.
+
+    Raises Unprocessable with every issue if the resource is invalid.
+    """
+    resource_type = resource_json["resourceType"]
+    last_updated = format_instant(utc_now())
+    meta = dict(resource_json.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    # Keys in the order FHIR JSON usually reads: resourceType, id, meta first.
+    stamped = {
+        "resourceType": resource_type,
+        "id": resource_id,
+        "meta": meta,
+        **{k: v for k, v in resource_json.items() if k not in ("resourceType", "id", "meta")},
+    }
+    issues = validator_for(definitions).validate(stamped)
+    if issues:
+        raise Unprocessable(f"{resource_type} is not valid: {issues[0].diagnostics}", issues)
+    stored = StoredResource(
+        resource_type=resource_type,
+        id=resource_id,
+        version_id=version,
+        last_updated=last_updated,
+        deleted=False,
+        content=dumps(stamped),
+    )
+    return PreparedVersion(stored, indexer_for(definitions).index(stamped))
+
+
 class Repository:
     """CRUD, history and search over the FHIR store for one caller inside one transaction."""
 
@@ -88,8 +129,6 @@ class Repository:
         self.definitions = definitions
         self.settings = settings
         self.context = context
-        self._validator = validator_for(definitions)
-        self._indexer = indexer_for(definitions)
         self._buffer: _WriteBuffer | None = None
 
     # ----------------------------------------------------------------------------------- reads
@@ -377,40 +416,30 @@ class Repository:
         method: str,
         server_assigned_id: bool = False,
     ) -> WriteOutcome:
-        resource_type = resource_json["resourceType"]
         version = 1 if previous is None else previous.version_id + 1
-        last_updated = format_instant(utc_now())
-        meta = dict(resource_json.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = last_updated
-        stamped = {**resource_json, "id": resource_id, "meta": meta}
-        # Order keys the way FHIR JSON usually reads: resourceType, id, meta first.
-        stamped = {
-            "resourceType": resource_type,
-            "id": resource_id,
-            "meta": meta,
-            **{k: v for k, v in stamped.items() if k not in ("resourceType", "id", "meta")},
-        }
-        issues = self._validator.validate(stamped)
-        if issues:
-            raise Unprocessable(f"{resource_type} is not valid: {issues[0].diagnostics}", issues)
-        stored = StoredResource(
-            resource_type=resource_type,
-            id=resource_id,
-            version_id=version,
-            last_updated=last_updated,
-            deleted=False,
-            content=dumps(stamped),
-        )
+        prepared = prepare_version(self.definitions, resource_json, resource_id, version)
         pending = _PendingVersion(
-            stored,
+            prepared.stored,
             method,
-            self._indexer.index(stamped),
+            prepared.index_rows,
             replace_index=previous is not None,
             insert_current=previous is None and server_assigned_id,
         )
         self._record(pending, previous)
-        return WriteOutcome(stored, created=previous is None or previous.deleted)
+        return WriteOutcome(prepared.stored, created=previous is None or previous.deleted)
+
+    def create_prepared(self, prepared: PreparedVersion) -> WriteOutcome:
+        """Store a first version prepared (validated and indexed) before the transaction began.
+
+        Only for server-assigned fresh ids, which cannot collide.
+        """
+        if prepared.stored.version_id != 1:
+            raise ValueError("only first versions can be prepared ahead of the transaction")
+        pending = _PendingVersion(
+            prepared.stored, "POST", prepared.index_rows, replace_index=False, insert_current=True
+        )
+        self._record(pending, None)
+        return WriteOutcome(prepared.stored, created=True)
 
     def _record(self, pending: _PendingVersion, previous: StoredResource | None) -> None:
         """Write the current-version row now (so conflicts surface at once); history and index

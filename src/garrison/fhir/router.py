@@ -8,7 +8,7 @@ The HTTP API, the entries of batch/transaction Bundles, the command line and tes
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -18,6 +18,7 @@ import orjson
 
 from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported, PreconditionFailed
 from garrison.fhir.capability import capability_statement
+from garrison.fhir.definitions import Definitions
 from garrison.fhir.history import HistoryRequest, history_bundle, read_history
 from garrison.fhir.operations import OPERATIONS, OperationCall
 from garrison.fhir.repository import Repository, WriteOutcome
@@ -35,6 +36,7 @@ class FhirRequest:
     query: tuple[tuple[str, str], ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # parsed JSON, or None
+    prepared: Any = None  # work done before the transaction began (see FhirRouter.prepare)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -78,6 +80,21 @@ class FhirRouter:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
+
+    def prepare(self, definitions: Definitions, request: FhirRequest) -> FhirRequest:
+        """Do the CPU-heavy, database-free part of a request before its transaction opens.
+
+        With SQLite's single writer, validating and indexing a large transaction Bundle inside
+        the write lock would serialise that work across every worker; done here, it runs in
+        parallel and the lock is held only for the inserts.
+        """
+        if request.method.upper() == "POST" and not request.path.strip("/"):
+            from garrison.fhir.bundles import prepare_transaction
+
+            prepared = prepare_transaction(definitions, request.body)
+            if prepared is not None:
+                return replace(request, prepared=prepared)
+        return request
 
     def handle(self, repo: Repository, request: FhirRequest) -> FhirResponse:
         segments = [s for s in request.path.strip("/").split("/") if s]

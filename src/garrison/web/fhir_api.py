@@ -80,6 +80,7 @@ class FhirApi:
     def _execute(self, request: FhirRequest) -> FhirResponse:
         # Until the security work binds callers to tokens, the API runs under one named context.
         context = AccessContext.system("fhir-api")
+        request = self.router.prepare(self.definitions, request)
         transaction = read_transaction if _is_read_only(request) else write_transaction
         with transaction(self.engine) as connection:
             repo = Repository(connection, self.definitions, self.settings, context)

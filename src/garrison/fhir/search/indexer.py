@@ -52,7 +52,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from fhirpathpy import compile as fhirpath_compile
-from fhirpathpy.engine.nodes import FP_Type, ResourceNode
+from fhirpathpy.engine.nodes import FP_DateTime, ResourceNode
 from fhirpathpy.models import models
 
 from garrison.fhir.definitions import Definitions, SearchParam, split_union
@@ -135,8 +135,8 @@ def _as_node(item: Any) -> Node:
         return ("decimal", item)
     if isinstance(item, str):
         return ("string", item)
-    if isinstance(item, FP_Type):
-        return ("dateTime", str(item))
+    if isinstance(item, FP_DateTime):
+        return ("dateTime", item.asStr)  # the text as written; str() reformats the zone
     return ("", item)
 
 
@@ -174,13 +174,36 @@ class IndexerStats:
     uncompilable: list[str] = field(default_factory=list)
 
 
-def _make_row(table: str) -> Callable[[str, int, Values], dict[str, Any]]:
-    columns = ("param", "grp", *COLUMNS[table])
+RowMaker = Callable[[str, int, Values], dict[str, Any]]
 
-    def make(param: str, grp: int, values: Values) -> dict[str, Any]:
-        return dict(zip(columns, (param, grp, *values), strict=True))
-
-    return make
+# One row dict per index value: spelled out per table because it runs for every row written.
+ROW_MAKERS: dict[str, RowMaker] = {
+    "string": lambda p, g, v: {"param": p, "grp": g, "value": v[0], "exact": v[1]},
+    "token": lambda p, g, v: {"param": p, "grp": g, "system": v[0], "code": v[1], "text": v[2]},
+    "date": lambda p, g, v: {"param": p, "grp": g, "low": v[0], "high": v[1]},
+    "number": lambda p, g, v: {"param": p, "grp": g, "low": v[0], "high": v[1], "value": v[2]},
+    "quantity": lambda p, g, v: {
+        "param": p,
+        "grp": g,
+        "system": v[0],
+        "code": v[1],
+        "unit": v[2],
+        "low": v[3],
+        "high": v[4],
+        "value": v[5],
+    },
+    "reference": lambda p, g, v: {
+        "param": p,
+        "grp": g,
+        "target_type": v[0],
+        "target_id": v[1],
+        "url": v[2],
+        "version": v[3],
+        "identifier_system": v[4],
+        "identifier_value": v[5],
+    },
+    "uri": lambda p, g, v: {"param": p, "grp": g, "value": v[0]},
+}
 
 
 class Indexer:
@@ -200,7 +223,7 @@ class Indexer:
             "returnRawData": True,
             "userInvocationTable": {"resolve": {"fn": self._resolve}},
         }
-        self._make_row = {table: _make_row(table) for table in TABLES}
+        self._make_row = ROW_MAKERS
         self._plans: dict[str, list[_Plan]] = {}
         for resource_type in sorted(definitions.resource_types):
             plans = []
@@ -353,21 +376,29 @@ class Indexer:
     def _add_rows(self, plan: _Plan, nodes: list[Node], by_table: dict[str, list[dict[str, Any]]]) -> None:
         assert plan.convert is not None
         convert = plan.convert
-        values: list[Values] = []
-        of_type: list[Values] = []
-        for node_type, data in nodes:
-            values.extend(convert(node_type, data))
-            if node_type == "Identifier" and plan.table == "token":
-                of_type.extend(identifier_type_values(data))
+        if len(nodes) == 1:
+            values = convert(*nodes[0])
+        else:
+            values = []
+            for node_type, data in nodes:
+                values.extend(convert(node_type, data))
         if len(values) > 1:
             values = list(dict.fromkeys(values))
         make = self._make_row[plan.table]
         rows = by_table[plan.table]
         code = plan.code
-        rows.extend(make(code, 0, v) for v in values)
-        if of_type:
-            param = code + OF_TYPE_SUFFIX
-            rows.extend(make(param, 0, v) for v in dict.fromkeys(of_type))
+        for value in values:
+            rows.append(make(code, 0, value))
+        if plan.table == "token":
+            of_type = [
+                v
+                for node_type, data in nodes
+                if node_type == "Identifier"
+                for v in identifier_type_values(data)
+            ]
+            if of_type:
+                param = code + OF_TYPE_SUFFIX
+                rows.extend(make(param, 0, v) for v in dict.fromkeys(of_type))
 
     @staticmethod
     def _component_rows(
