@@ -71,7 +71,7 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
-def _run_import(settings: Settings, paths: list[Path]) -> int:
+def _run_import(settings: Settings, paths: list[Path], workers: int | None = None) -> int:
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     definitions = definitions_from(settings.definitions_dir)
@@ -86,7 +86,7 @@ def _run_import(settings: Settings, paths: list[Path]) -> int:
             rate = done / max(time.perf_counter() - started, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:,.0f} resources/s")
 
-        summary = import_paths(engine, definitions, settings, files, advance)
+        summary = import_paths(engine, definitions, settings, files, advance, workers=workers)
     elapsed = time.perf_counter() - started
     click.echo(
         f"imported {summary.resources:,} resources from {summary.files} files in {elapsed:.1f} s "
@@ -103,9 +103,10 @@ def _run_import(settings: Settings, paths: list[Path]) -> int:
 
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def import_command(paths: tuple[Path, ...]) -> None:
-    """Load FHIR Bundles (.json: transaction or batch) or NDJSON files (.ndjson)."""
-    raise SystemExit(_run_import(Settings(), list(paths)))
+@click.option("--workers", type=int, default=None, help="NDJSON worker processes (default: one per CPU).")
+def import_command(paths: tuple[Path, ...], workers: int | None) -> None:
+    """Load FHIR Bundles (.json: transaction or batch) or NDJSON files (.ndjson, ids kept)."""
+    raise SystemExit(_run_import(Settings(), list(paths), workers))
 
 
 @main.command("export")

@@ -13,7 +13,7 @@ import base64
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -261,6 +261,7 @@ def _transaction(
                     )
             return [responses[e.index] for e in entries]
         # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
+        _lock_conditions(repo, entries)
         identities = _resolve_identities(repo, entries)
         for entry in entries:
             if isinstance(entry.resource, dict):
@@ -313,6 +314,25 @@ def _check_unique_targets(entries: list[_Entry]) -> None:
                     "in one transaction"
                 )
             seen[entry.path] = entry.index
+
+
+def _lock_conditions(repo: Repository, entries: list[_Entry]) -> None:
+    """Take the locks of every conditional create/update up front, in one global order, so two
+    racing transactions can neither both create the same resource nor deadlock on each other.
+
+    The condition strings are the ones the plain HTTP interactions lock, so a transaction also
+    excludes a racing `POST` with If-None-Exist or a conditional `PUT`.
+    """
+    conditions: set[tuple[str, str]] = set()
+    for entry in entries:
+        resource_type = entry.path.split("/", 1)[0]
+        if_none_exist = entry.request.get("ifNoneExist")
+        if entry.method == "POST" and isinstance(if_none_exist, str) and if_none_exist:
+            conditions.add((resource_type, if_none_exist))
+        elif entry.method in ("PUT", "PATCH") and entry.query:
+            conditions.add((resource_type, urlencode(entry.query)))
+    for resource_type, query in sorted(conditions):
+        repo.lock_condition(resource_type, query)
 
 
 def _resolve_identities(repo: Repository, entries: list[_Entry]) -> dict[str, str]:

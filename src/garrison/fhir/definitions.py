@@ -93,6 +93,21 @@ def _load_json(path: Path) -> Any:
     return orjson.loads(path.read_bytes())
 
 
+def _fix_published_errata(by_url: dict[str, dict[str, Any]]) -> None:
+    """Correct known errors in the published R4 search parameters (fixed in R5).
+
+    DocumentReference-relationship's components have their expressions swapped: the reference
+    component `relatesto` says `code` and the token component `relation` says `target`.
+    """
+    relationship = by_url.get("http://hl7.org/fhir/SearchParameter/DocumentReference-relationship")
+    if relationship:
+        for component in relationship.get("component", []):
+            if component["definition"].endswith("DocumentReference-relatesto"):
+                component["expression"] = "target"
+            elif component["definition"].endswith("DocumentReference-relation"):
+                component["expression"] = "code"
+
+
 def load_definitions(directory: Path) -> Definitions:
     profiles = _load_json(directory / "profiles-resources.json")
     types_bundle = _load_json(directory / "profiles-types.json")
@@ -111,6 +126,7 @@ def load_definitions(directory: Path) -> Definitions:
     for raw in raw_params:
         by_url[raw["url"]] = raw
 
+    _fix_published_errata(by_url)
     search_params: dict[str, dict[str, SearchParam]] = {t: {} for t in resource_types}
     for raw in raw_params:
         bases = raw.get("base", [])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from garrison.db.engine import read_transaction, write_transaction
 from garrison.db.schema import INDEX_TABLES, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
+from garrison.fhir.bulk_load import load_ndjson
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.fhir.router import FhirRequest, FhirRouter
@@ -27,7 +28,6 @@ from garrison.fhir.search.indexer import indexer_for
 from garrison.settings import Settings
 
 Progress = Callable[[int], None]  # called with the number of resources just processed
-NDJSON_BATCH = 1000
 
 
 @dataclass
@@ -68,38 +68,40 @@ def import_paths(
     settings: Settings,
     paths: list[Path],
     progress: Progress | None = None,
+    *,
+    workers: int | None = None,
 ) -> ImportSummary:
+    """Load Bundles (each as one FHIR interaction) and NDJSON files (in parallel, ids kept)."""
     summary = ImportSummary()
     router = FhirRouter(settings.base_url)
     context = AccessContext.system("import")
-    for path in discover(paths):
+    files = discover(paths)
+    ndjson = [p for p in files if p.suffix == ".ndjson"]
+    for path in files:
+        if path.suffix == ".ndjson":
+            continue
         summary.files += 1
         try:
-            if path.suffix == ".ndjson":
-                _import_ndjson(
-                    engine=engine,
-                    definitions=definitions,
-                    settings=settings,
-                    context=context,
-                    path=path,
-                    summary=summary,
-                    progress=progress,
-                )
-            else:
-                _import_json(
-                    engine=engine,
-                    definitions=definitions,
-                    settings=settings,
-                    context=context,
-                    router=router,
-                    path=path,
-                    summary=summary,
-                    progress=progress,
-                )
+            _import_json(
+                engine=engine,
+                definitions=definitions,
+                settings=settings,
+                context=context,
+                router=router,
+                path=path,
+                summary=summary,
+                progress=progress,
+            )
         except GarrisonError as error:
             summary.errors.append(f"{path.name}: {error.message}")
         except (OSError, orjson.JSONDecodeError) as error:
             summary.errors.append(f"{path.name}: {error}")
+    if ndjson:
+        summary.files += len(ndjson)
+        loaded = load_ndjson(settings, ndjson, progress, workers=workers)
+        summary.by_type.update(loaded.loaded)
+        summary.resources += loaded.count
+        summary.errors.extend(loaded.errors)
     return summary
 
 
@@ -142,50 +144,6 @@ def _import_json(
             summary.resources += 1
             if progress:
                 progress(1)
-
-
-def _ndjson_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise GarrisonError(f"line {number} is not JSON: {exc}") from exc
-            batch.append(item)
-            if len(batch) >= NDJSON_BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def _import_ndjson(
-    *,
-    engine: Engine,
-    definitions: Definitions,
-    settings: Settings,
-    context: AccessContext,
-    path: Path,
-    summary: ImportSummary,
-    progress: Progress | None,
-) -> None:
-    # Resources keep their ids (update-as-create), so re-importing an export is idempotent.
-    for batch in _ndjson_batches(path):
-        with write_transaction(engine) as connection:
-            repo = Repository(connection, definitions, settings, context)
-            with repo.deferred_writes():
-                for item in batch:
-                    if isinstance(item.get("id"), str):
-                        outcome = repo.update(str(item.get("resourceType")), item["id"], item)
-                    else:
-                        outcome = repo.create(item)
-                    summary.by_type[outcome.stored.resource_type] += 1
-        summary.resources += len(batch)
-        if progress:
-            progress(len(batch))
 
 
 def export_ndjson(

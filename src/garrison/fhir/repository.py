@@ -209,7 +209,7 @@ class Repository:
         resource_type = resource_json["resourceType"]
         if if_none_exist is not None:
             # https://hl7.org/fhir/R4/http.html#ccreate
-            self._lock_condition(resource_type, if_none_exist)
+            self.lock_condition(resource_type, if_none_exist)
             matches = self.find_matches(resource_type, if_none_exist)
             if len(matches) > 1:
                 raise PreconditionFailed(
@@ -248,14 +248,14 @@ class Repository:
             raise BadRequest(f"'{resource_id}' is not a valid resource id")
         previous = self.get_current(resource_type, resource_id)
         self._check_if_match(previous, if_match, resource_type, resource_id)
-        return self._write(resource_json, resource_id, previous=previous, method=method)
+        return self._write(resource_json, resource_id, previous=previous, method=method, if_match=if_match)
 
     def conditional_update(
         self, resource_type: str, query: str, body: Any, *, if_match: str | None = None
     ) -> WriteOutcome:
         """https://hl7.org/fhir/R4/http.html#cond-update"""
         resource_json = self._check_body(body, resource_type)
-        self._lock_condition(resource_type, query)
+        self.lock_condition(resource_type, query)
         matches = self.find_matches(resource_type, query)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -317,12 +317,14 @@ class Repository:
             deleted=True,
             content=None,
         )
-        self._record(_PendingVersion(tombstone, "DELETE", None, replace_index=True), previous)
+        self._record(
+            _PendingVersion(tombstone, "DELETE", None, replace_index=True), previous, if_match=if_match
+        )
         return tombstone
 
     def conditional_delete(self, resource_type: str, query: str) -> list[StoredResource]:
         """https://hl7.org/fhir/R4/http.html#cdelete: Garrison deletes a single match only."""
-        self._lock_condition(resource_type, query)
+        self.lock_condition(resource_type, query)
         matches = self.find_matches(resource_type, query)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -395,7 +397,7 @@ class Repository:
                 f"If-Match names version {wanted} of {resource_type}/{resource_id}, the server has {have}"
             )
 
-    def _lock_condition(self, resource_type: str, query: str) -> None:
+    def lock_condition(self, resource_type: str, query: str) -> None:
         """Serialise identical conditional writes so two racing requests cannot both create.
 
         PostgreSQL takes a transaction-scoped advisory lock on the condition; SQLite already runs
@@ -415,6 +417,7 @@ class Repository:
         previous: StoredResource | None,
         method: str,
         server_assigned_id: bool = False,
+        if_match: str | None = None,
     ) -> WriteOutcome:
         version = 1 if previous is None else previous.version_id + 1
         prepared = prepare_version(self.definitions, resource_json, resource_id, version)
@@ -425,7 +428,7 @@ class Repository:
             replace_index=previous is not None,
             insert_current=previous is None and server_assigned_id,
         )
-        self._record(pending, previous)
+        self._record(pending, previous, if_match=if_match)
         return WriteOutcome(prepared.stored, created=previous is None or previous.deleted)
 
     def create_prepared(self, prepared: PreparedVersion) -> WriteOutcome:
@@ -441,7 +444,9 @@ class Repository:
         self._record(pending, None)
         return WriteOutcome(prepared.stored, created=True)
 
-    def _record(self, pending: _PendingVersion, previous: StoredResource | None) -> None:
+    def _record(
+        self, pending: _PendingVersion, previous: StoredResource | None, *, if_match: str | None = None
+    ) -> None:
         """Write the current-version row now (so conflicts surface at once); history and index
         rows go straight in, or into the buffer when writes are deferred."""
         stored = pending.stored
@@ -482,6 +487,14 @@ class Repository:
                 )
                 .values(**values)
             )
+            if result.rowcount != 1 and if_match is not None:
+                # Another writer committed after our If-Match check (PostgreSQL READ COMMITTED
+                # re-reads the row once its lock is free): the named version is stale, so 412
+                # as for any stale If-Match (https://hl7.org/fhir/R4/http.html#concurrency).
+                raise PreconditionFailed(
+                    f"If-Match names version {previous.version_id} of {stored.resource_type}/{stored.id}, "
+                    "which another request has just replaced"
+                )
             if result.rowcount != 1:
                 raise Conflict(
                     f"{stored.resource_type}/{stored.id} was changed concurrently; re-read and retry"

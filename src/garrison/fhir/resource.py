@@ -46,7 +46,8 @@ def utc_now() -> datetime:
 
 def format_instant(moment: datetime) -> str:
     """FHIR instant with microseconds in UTC; fixed width so it also sorts as text."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    # isoformat is several times faster than strftime and gives the same text for UTC.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def dumps(value: Any) -> str:

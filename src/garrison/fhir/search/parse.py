@@ -174,7 +174,8 @@ class SearchParser:
         for name, value in result_pairs:
             self._result_param(parsed, name, value)
             if name != "_cursor":
-                parsed.accepted.append((name, value))
+                # The self link shows _count as clamped.
+                parsed.accepted.append((name, str(parsed.count) if name == "_count" else value))
         if parsed.elements is not None and parsed.summary not in (None, "false"):
             raise BadRequest("_summary and _elements cannot be used together")
         return parsed
