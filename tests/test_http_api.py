@@ -196,3 +196,21 @@ def test_validate_operation(client: httpx.Client) -> None:
     assert bad.json()["issue"][0]["severity"] == "error"
     # $validate writes nothing.
     assert client.get("/Patient").json().get("total", 0) == 0
+
+
+def test_read_with_summary_and_elements(client: httpx.Client) -> None:
+    created = client.post(
+        "/Patient",
+        json=patient(
+            text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Chidi</div>'}
+        ),
+    ).json()
+    pid = created["id"]
+    elements = client.get(f"/Patient/{pid}", params={"_elements": "gender"}).json()
+    assert elements["gender"] == "male" and "name" not in elements and "birthDate" not in elements
+    assert any(tag.get("code") == "SUBSETTED" for tag in elements["meta"].get("tag", []))
+    data = client.get(f"/Patient/{pid}", params={"_summary": "data"}).json()
+    assert "text" not in data and data["name"] == created["name"]
+    summary = client.get(f"/Patient/{pid}", params={"_summary": "true"}).json()
+    assert summary["birthDate"] == "1984-07-19"
+    assert client.get(f"/Patient/{pid}", params={"_summary": "bogus"}).status_code == 400

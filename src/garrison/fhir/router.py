@@ -24,6 +24,7 @@ from garrison.fhir.operations import OPERATIONS, OperationCall
 from garrison.fhir.repository import Repository, WriteOutcome
 from garrison.fhir.resource import StoredResource
 from garrison.fhir.search.query import SearchRequest, search_bundle
+from garrison.fhir.search.summary import apply_elements, apply_summary
 
 # Parameters that shape the response rather than select resources.
 _FORMAT_PARAMS = frozenset({"_format", "_pretty"})
@@ -162,7 +163,31 @@ class FhirRouter:
     def _metadata(self, repo: Repository, request: FhirRequest, *_: Any) -> FhirResponse:
         return FhirResponse(200, capability_statement(repo.definitions, self.base_url))
 
-    def _read(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+    def _shaped(
+        self,
+        repo: Repository,
+        stored: StoredResource,
+        query: tuple[tuple[str, str], ...],
+        headers: dict[str, str],
+    ) -> FhirResponse:
+        """Apply `_summary` / `_elements` to a read (https://hl7.org/fhir/R4/search.html#summary)."""
+        params = dict(query)
+        summary = params.get("_summary")
+        elements = params.get("_elements")
+        if summary is None and elements is None:
+            return FhirResponse(200, raw=stored.content, headers=headers, stored=stored)
+        if summary not in (None, "true", "false", "text", "data"):
+            raise BadRequest(f"_summary must be true, false, text or data on a read, not '{summary}'")
+        body = stored.parsed()
+        if summary is not None:
+            body = apply_summary(body, summary, repo.definitions)
+        if elements:
+            body = apply_elements(body, tuple(e.strip() for e in elements.split(",")), repo.definitions)
+        return FhirResponse(200, body, headers=headers, stored=stored)
+
+    def _read(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
         stored = repo.read(seg[0], seg[1])
         headers = _version_headers(stored, self.base_url)
         del headers["Location"]
@@ -170,13 +195,15 @@ class FhirRouter:
         if_none_match = request.header("if-none-match")
         if if_none_match and if_none_match.strip() in (stored.etag, f'"{stored.version_id}"'):
             return FhirResponse(304, headers=headers)
-        return FhirResponse(200, raw=stored.content, headers=headers, stored=stored)
+        return self._shaped(repo, stored, query, headers)
 
-    def _vread(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+    def _vread(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
         stored = repo.vread(seg[0], seg[1], seg[3])
         headers = _version_headers(stored, self.base_url)
         del headers["Location"]
-        return FhirResponse(200, raw=stored.content, headers=headers, stored=stored)
+        return self._shaped(repo, stored, query, headers)
 
     def _search_params(
         self, request: FhirRequest, query: tuple[tuple[str, str], ...]
