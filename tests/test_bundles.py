@@ -176,3 +176,20 @@ def test_synthea_bundles_load_unchanged(client: httpx.Client, shared_testdata: P
     everything = client.get(f"/Patient/{pid}/$everything").json()
     assert len(everything["entry"]) > 10
     assert all("urn:uuid" not in json.dumps(e["resource"]) for e in everything["entry"])
+
+
+def test_errors_name_the_failing_entry(client: httpx.Client) -> None:
+    bundle = transaction(
+        entry("POST", "Patient", PATIENT),
+        entry(
+            "PUT",
+            "Patient?identifier=urn:t|dup",
+            dict(PATIENT, identifier=[{"system": "urn:t", "value": "dup"}]),
+        ),
+    )
+    client.post("/Patient", json=dict(PATIENT, identifier=[{"system": "urn:t", "value": "dup"}]))
+    client.post("/Patient", json=dict(PATIENT, identifier=[{"system": "urn:t", "value": "dup"}]))
+    response = client.post("", json=bundle)
+    assert response.status_code == 412
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics.startswith("Entry 1: ") and "Entry 1: Entry" not in diagnostics

@@ -214,3 +214,22 @@ def test_read_with_summary_and_elements(client: httpx.Client) -> None:
     summary = client.get(f"/Patient/{pid}", params={"_summary": "true"}).json()
     assert summary["birthDate"] == "1984-07-19"
     assert client.get(f"/Patient/{pid}", params={"_summary": "bogus"}).status_code == 400
+
+
+def test_decimal_precision_is_kept(client: httpx.Client) -> None:
+    body = (
+        b'{"resourceType": "Observation", "status": "final", "code": {"text": "glucose"},'
+        b' "valueQuantity": {"value": 5.10, "unit": "mmol/L"},'
+        b' "referenceRange": [{"low": {"value": 3.90}, "high": {"value": 1.0e1}}]}'
+    )
+    created = client.post("/Observation", content=body)
+    assert created.status_code == 201, created.text
+    assert b'"value":5.10' in created.content
+    read = client.get(f"/Observation/{created.json()['id']}")
+    assert b'"value":5.10' in read.content and b'"value":3.90' in read.content
+    found = client.get("/Observation", params={"value-quantity": "5.1"}).json()
+    assert len(found["entry"]) == 1
+
+
+def test_create_with_search_parameters_is_refused(client: httpx.Client) -> None:
+    assert_outcome(client.post("/Patient", params={"identifier": "x"}, json=patient()), 400)

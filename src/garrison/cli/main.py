@@ -158,3 +158,7 @@ def demo(host: str, port: int, bundles: int) -> None:
         _run_import(settings, files)
     ctx = click.get_current_context()
     ctx.invoke(serve, host=host, port=port, workers=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ from garrison.db.schema import INDEX_TABLES, metadata, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions, definitions_from
+from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
 from garrison.settings import Settings
 
@@ -77,7 +78,7 @@ def load_chunk(engine: Engine, definitions: Definitions, settings: Settings, chu
     for offset, line in enumerate(chunk.lines):
         where = f"{chunk.origin}:{chunk.first_line + offset}"
         try:
-            item = orjson.loads(line)
+            item = parse_json(line)
         except orjson.JSONDecodeError as exc:
             result.errors.append(f"{where}: not JSON ({exc})")
             continue

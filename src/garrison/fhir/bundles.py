@@ -19,6 +19,7 @@ import orjson
 
 from garrison.errors import BadRequest, GarrisonError, Issue, IssueCode, NotFound, PreconditionFailed
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.jsoncodec import dumps, parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
 from garrison.fhir.resource import new_id
 from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
@@ -102,12 +103,12 @@ def prepare_transaction(definitions: Definitions, bundle: Any) -> PreparedTransa
 
 def _rewrite_text(resource: dict[str, Any], identities: dict[str, str], index: int) -> dict[str, Any] | None:
     """urn rewriting for prepared transactions; None if the resource needs the database."""
-    text = orjson.dumps(resource).decode()
+    text = dumps(resource)
     if _CONDITIONAL.search(text):
         return None
     if "urn:" in text:
         text = _URN.sub(lambda m: _substitute(m, text, identities, index), text)
-    rewritten: dict[str, Any] = orjson.loads(text)
+    rewritten: dict[str, Any] = parse_json(text)
     return rewritten
 
 
@@ -116,7 +117,7 @@ def _substitute(match: re.Match[str], text: str, identities: dict[str, str], ind
     if urn in identities:
         return f'"{identities[urn]}"'
     if text[max(0, match.start() - 12) : match.start()].endswith('"reference":'):
-        raise BadRequest(f"Entry {index} refers to {urn}, which no entry in the Bundle defines")
+        raise BadRequest(f"The reference {urn} names no entry in the Bundle")
     return match.group(0)
 
 
@@ -194,7 +195,7 @@ def _patch_body(resource: Any, where: str) -> Any:
     # In a Bundle, a JSON Patch travels as a Binary (https://hl7.org/fhir/R4/http.html#patch).
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         try:
-            return orjson.loads(base64.b64decode(resource.get("data", "")))
+            return parse_json(base64.b64decode(resource.get("data", "")))
         except (ValueError, orjson.JSONDecodeError) as exc:
             raise BadRequest(f"{where}: the Binary does not hold a JSON Patch") from exc
     return resource
@@ -246,13 +247,16 @@ def _transaction(
     _check_unique_targets(entries)
     responses: dict[int, FhirResponse] = {}
     ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
+    failing: int | None = None  # the entry being processed, named in any error
     try:
         # 1. Deletes first, so that creates and conditional lookups see their effect.
         for entry in ordered:
             if entry.method == "DELETE":
+                failing = entry.index
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
         if prepared is not None:
             # Validated and indexed before the transaction began: only inserts remain.
+            failing = None
             with repo.deferred_writes():
                 for entry in entries:
                     outcome = repo.create_prepared(prepared.versions[entry.index])
@@ -261,25 +265,33 @@ def _transaction(
                     )
             return [responses[e.index] for e in entries]
         # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
+        failing = None
         _lock_conditions(repo, entries)
-        identities = _resolve_identities(repo, entries)
+        identities: dict[str, str] = {}
         for entry in entries:
+            failing = entry.index
+            _resolve_identity(repo, entry, identities)
+        for entry in entries:
+            failing = entry.index
             if isinstance(entry.resource, dict):
                 entry.resource = _rewrite_references(repo, entry.resource, identities, entry.index)
         # 3. Creates, batched; 4. updates and patches; 5. reads, which see all of the above.
         with repo.deferred_writes():
             for entry in ordered:
                 if entry.method == "POST":
+                    failing = entry.index
                     responses[entry.index] = _create(router, repo, entry, identities, prefer)
+            failing = None  # a failure while flushing the batch belongs to no single entry
         for entry in ordered:
             if entry.method in ("PUT", "PATCH"):
+                failing = entry.index
                 entry.path = _target_path(entry, identities)
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
         for entry in ordered:
             if entry.method in ("GET", "HEAD"):
+                failing = entry.index
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
     except GarrisonError as error:
-        failing = _failing_entry(entries, responses)
         if failing is not None:
             error.issues = [_locate(issue, failing) for issue in error.issues]
         raise
@@ -293,14 +305,6 @@ def _locate(issue: Issue, index: int) -> Issue:
         tail = expression.split(".", 1)[1] if "." in expression else ""
         expression = f"Bundle.entry[{index}].resource" + (f".{tail}" if tail else "")
     return Issue(issue.code, f"Entry {index}: {issue.diagnostics}", expression, issue.severity)
-
-
-def _failing_entry(entries: list[_Entry], responses: dict[int, FhirResponse]) -> int | None:
-    ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
-    for entry in ordered:
-        if entry.index not in responses:
-            return entry.index
-    return None
 
 
 def _check_unique_targets(entries: list[_Entry]) -> None:
@@ -335,53 +339,45 @@ def _lock_conditions(repo: Repository, entries: list[_Entry]) -> None:
         repo.lock_condition(resource_type, query)
 
 
-def _resolve_identities(repo: Repository, entries: list[_Entry]) -> dict[str, str]:
-    """Map each entry's fullUrl (urn:uuid:..., or absolute) to the `Type/id` it will have."""
-    identities: dict[str, str] = {}
-    for entry in entries:
-        resource_type = entry.path.split("/", 1)[0]
-        if entry.method == "POST":
-            repo.check_type(resource_type)
-            if_none_exist = entry.request.get("ifNoneExist")
-            target: str | None = None
-            if isinstance(if_none_exist, str) and if_none_exist:
-                matches = repo.find_matches(resource_type, if_none_exist)
-                if len(matches) > 1:
-                    raise PreconditionFailed(
-                        f"Entry {entry.index}: ifNoneExist matched {len(matches)} resources"
-                    )
-                if matches:
-                    target = f"{resource_type}/{matches[0]}"
-                    entry.request["_existing"] = matches[0]
-            if target is None:
-                assigned = new_id()
-                entry.request["_assigned"] = assigned
-                target = f"{resource_type}/{assigned}"
-        elif entry.method in ("PUT", "PATCH"):
-            if entry.query:
-                matches = repo.find_matches(resource_type, "&".join(f"{k}={v}" for k, v in entry.query))
-                if len(matches) > 1:
-                    raise PreconditionFailed(
-                        f"Entry {entry.index}: the conditional {entry.method} "
-                        f"matched {len(matches)} resources"
-                    )
-                if matches:
-                    target_id = matches[0]
-                elif entry.method == "PATCH":
-                    raise NotFound(f"Entry {entry.index}: the conditional PATCH matched nothing")
-                elif isinstance(entry.resource, dict) and isinstance(entry.resource.get("id"), str):
-                    target_id = entry.resource["id"]
-                else:
-                    target_id = new_id()
-                target = f"{resource_type}/{target_id}"
-                entry.request["_target"] = target
+def _resolve_identity(repo: Repository, entry: _Entry, identities: dict[str, str]) -> None:
+    """Record in `identities` the `Type/id` the entry's fullUrl (urn:uuid:..., absolute) will have."""
+    resource_type = entry.path.split("/", 1)[0]
+    if entry.method == "POST":
+        repo.check_type(resource_type)
+        if_none_exist = entry.request.get("ifNoneExist")
+        target: str | None = None
+        if isinstance(if_none_exist, str) and if_none_exist:
+            matches = repo.find_matches(resource_type, if_none_exist)
+            if len(matches) > 1:
+                raise PreconditionFailed(f"ifNoneExist matched {len(matches)} resources")
+            if matches:
+                target = f"{resource_type}/{matches[0]}"
+                entry.request["_existing"] = matches[0]
+        if target is None:
+            assigned = new_id()
+            entry.request["_assigned"] = assigned
+            target = f"{resource_type}/{assigned}"
+    elif entry.method in ("PUT", "PATCH"):
+        if entry.query:
+            matches = repo.find_matches(resource_type, urlencode(entry.query))
+            if len(matches) > 1:
+                raise PreconditionFailed(f"The conditional {entry.method} matched {len(matches)} resources")
+            if matches:
+                target_id = matches[0]
+            elif entry.method == "PATCH":
+                raise NotFound("The conditional PATCH matched nothing")
+            elif isinstance(entry.resource, dict) and isinstance(entry.resource.get("id"), str):
+                target_id = entry.resource["id"]
             else:
-                target = entry.path
+                target_id = new_id()
+            target = f"{resource_type}/{target_id}"
+            entry.request["_target"] = target
         else:
-            continue
-        if entry.full_url:
-            identities[entry.full_url] = target
-    return identities
+            target = entry.path
+    else:
+        return
+    if entry.full_url:
+        identities[entry.full_url] = target
 
 
 def _target_path(entry: _Entry, identities: dict[str, str]) -> str:
@@ -406,10 +402,10 @@ def _rewrite_references(
     Works on the serialised text: a urn can only appear as a whole JSON string, and rewriting
     text is several times faster than walking large resources (Synthea bundles hold thousands).
     """
-    text = orjson.dumps(resource).decode()
+    text = dumps(resource)
     if "urn:" in text:
         text = _URN.sub(lambda m: _substitute(m, text, identities, index), text)
-    rewritten: dict[str, Any] = orjson.loads(text)
+    rewritten: dict[str, Any] = parse_json(text)
     if _CONDITIONAL.search(text):
         rewritten = _resolve_conditionals(repo, rewritten, index)
     return rewritten
@@ -435,7 +431,7 @@ def _resolve_reference(repo: Repository, reference: str, index: int) -> str:
         matches = repo.find_matches(resource_type, query)
         if len(matches) != 1:
             raise PreconditionFailed(
-                f"Entry {index}: the conditional reference '{reference}' matched {len(matches)} resources"
+                f"The conditional reference '{reference}' matched {len(matches)} resources"
             )
         return f"{resource_type}/{matches[0]}"
     return reference

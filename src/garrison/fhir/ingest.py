@@ -22,6 +22,7 @@ from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
 from garrison.fhir.bulk_load import load_ndjson
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import Repository
 from garrison.fhir.router import FhirRequest, FhirRouter
 from garrison.fhir.search.indexer import indexer_for
@@ -54,7 +55,7 @@ def count_resources(path: Path) -> int:
         with path.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
     try:
-        data = orjson.loads(path.read_bytes())
+        data = parse_json(path.read_bytes())
     except orjson.JSONDecodeError:
         return 0
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
@@ -116,7 +117,7 @@ def _import_json(
     summary: ImportSummary,
     progress: Progress | None,
 ) -> None:
-    data = orjson.loads(path.read_bytes())
+    data = parse_json(path.read_bytes())
     if not isinstance(data, dict):
         raise GarrisonError(f"{path.name} does not hold a FHIR resource")
     with write_transaction(engine) as connection:

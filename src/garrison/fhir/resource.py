@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from garrison.fhir import jsoncodec
+from garrison.fhir.jsoncodec import parse_json
 
 # https://hl7.org/fhir/R4/datatypes.html#id
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -32,7 +33,7 @@ class StoredResource:
     def parsed(self) -> dict[str, Any]:
         if self.content is None:
             return {}
-        value: dict[str, Any] = orjson.loads(self.content)
+        value: dict[str, Any] = parse_json(self.content)
         return value
 
 
@@ -51,4 +52,4 @@ def format_instant(moment: datetime) -> str:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return jsoncodec.dumps(value)

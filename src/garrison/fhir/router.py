@@ -14,12 +14,11 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
-
 from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported, PreconditionFailed
 from garrison.fhir.capability import capability_statement
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.history import HistoryRequest, history_bundle, read_history
+from garrison.fhir.jsoncodec import dumps_bytes, parse_json
 from garrison.fhir.operations import OPERATIONS, OperationCall
 from garrison.fhir.repository import Repository, WriteOutcome
 from garrison.fhir.resource import StoredResource
@@ -56,12 +55,12 @@ class FhirResponse:
             return self.raw.encode()
         if self.resource is None:
             return None
-        return orjson.dumps(self.resource)
+        return dumps_bytes(self.resource)
 
     def json(self) -> Any:
         """The body as plain JSON values (Fragments resolved): for bundles and tests."""
         data = self.body_bytes()
-        return None if data is None else orjson.loads(data)
+        return None if data is None else parse_json(data)
 
 
 def http_date(iso_instant: str) -> str:
@@ -288,7 +287,14 @@ class FhirRouter:
     def _written(self, request: FhirRequest, outcome: WriteOutcome) -> FhirResponse:
         return self.written_response(request, outcome.stored, 201 if outcome.created else 200)
 
-    def _create(self, repo: Repository, request: FhirRequest, seg: list[str], *_: Any) -> FhirResponse:
+    def _create(
+        self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        if query:
+            # Search criteria on a create would be silently ignored; conditions go in If-None-Exist.
+            raise BadRequest(
+                "A create takes no search parameters; send conditions in the If-None-Exist header"
+            )
         if_none_exist = request.header("if-none-exist")
         outcome = repo.create(request.body, if_none_exist=if_none_exist, resource_type=seg[0])
         return self.written_response(request, outcome.stored, 201 if outcome.changed else 200)

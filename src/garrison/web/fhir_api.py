@@ -17,6 +17,7 @@ from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.jsoncodec import json_default, parse_json
 from garrison.fhir.repository import Repository
 from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
 from garrison.settings import Settings
@@ -121,7 +122,7 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
             raise NotSupported("Garrison accepts FHIR JSON only; XML is not supported")
         raise BadRequest(f"Unsupported content type '{media}'; send application/fhir+json")
     try:
-        return orjson.loads(raw)
+        return parse_json(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}") from exc
 
@@ -129,7 +130,7 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
 def _render(response: FhirResponse, *, pretty: bool) -> Response:
     body = response.body_bytes()
     if body is not None and pretty:
-        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+        body = orjson.dumps(parse_json(body), option=orjson.OPT_INDENT_2, default=json_default)
     headers = dict(response.headers)
     if body is None:
         return Response(status_code=response.status, headers=headers)

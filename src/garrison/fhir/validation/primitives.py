@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from garrison.errors import IssueCode
@@ -61,7 +62,7 @@ def _json_kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -125,9 +126,9 @@ def _integer_check(type_name: str, low: int) -> PrimitiveCheck:
 
 def _decimal_check(value: Any) -> Problem | None:
     kind = type(value)
-    if kind is not int and kind is not float:
+    if kind is not int and kind is not float and kind is not Decimal:
         return (IssueCode.STRUCTURE, f"decimal must be a JSON number, not {_json_kind(value)}")
-    if kind is float and not math.isfinite(value):
+    if kind is not int and not math.isfinite(value):
         return (IssueCode.VALUE, "decimal must be a finite number")
     return None
 
