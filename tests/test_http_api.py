@@ -233,3 +233,12 @@ def test_decimal_precision_is_kept(client: httpx.Client) -> None:
 
 def test_create_with_search_parameters_is_refused(client: httpx.Client) -> None:
     assert_outcome(client.post("/Patient", params={"identifier": "x"}, json=patient()), 400)
+
+
+def test_unknown_search_parameter_lenient_handling(client: httpx.Client) -> None:
+    client.post("/Patient", json=patient())
+    assert client.get("/Patient", params={"colour": "blue"}).status_code == 400
+    lenient = client.get("/Patient", params={"colour": "blue"}, headers={"Prefer": "handling=lenient"})
+    assert lenient.status_code == 200
+    assert len(lenient.json()["entry"]) == 1
+    assert "colour" not in lenient.json()["link"][0]["url"]

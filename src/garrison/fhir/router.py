@@ -63,6 +63,11 @@ class FhirResponse:
         return None if data is None else parse_json(data)
 
 
+def _lenient(request: FhirRequest) -> bool:
+    # https://hl7.org/fhir/R4/search.html#errors : Prefer: handling=lenient ignores unknown parameters.
+    return "handling=lenient" in (request.header("prefer") or "").replace(" ", "")
+
+
 def http_date(iso_instant: str) -> str:
     return format_datetime(datetime.fromisoformat(iso_instant), usegmt=True)
 
@@ -216,14 +221,18 @@ class FhirRouter:
     def _search(
         self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
     ) -> FhirResponse:
-        search = SearchRequest(resource_type=seg[0], params=self._search_params(request, query))
+        search = SearchRequest(
+            resource_type=seg[0], params=self._search_params(request, query), lenient=_lenient(request)
+        )
         page = repo.search(search)
         return FhirResponse(200, search_bundle(page, search, self.base_url))
 
     def _system_search(
         self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
     ) -> FhirResponse:
-        search = SearchRequest(resource_type=None, params=self._search_params(request, query))
+        search = SearchRequest(
+            resource_type=None, params=self._search_params(request, query), lenient=_lenient(request)
+        )
         page = repo.search(search)
         return FhirResponse(200, search_bundle(page, search, self.base_url))
 
@@ -239,6 +248,7 @@ class FhirRouter:
             resource_type=target,
             params=self._search_params(request, query),
             compartment=(compartment_type, compartment_id),
+            lenient=_lenient(request),
         )
         page = repo.search(search)
         return FhirResponse(200, search_bundle(page, search, self.base_url))

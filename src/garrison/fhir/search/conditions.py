@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, literal_column, or_, select, tuple_
 
 from garrison.db.schema import INDEX_TABLES, resource, search_reference
 from garrison.errors import BadRequest
 from garrison.fhir.definitions import SearchParam
+from garrison.fhir.search.aliases import Aliases
 from garrison.fhir.search.indexer import OF_TYPE_SUFFIX
 from garrison.fhir.search.parse import ChainFilter, Filter, HasFilter, SimpleFilter, split_unescaped, unescape
 from garrison.fhir.search.predicates import (
@@ -34,15 +35,26 @@ from garrison.fhir.search.predicates import (
 
 # Lower ranks are expected to select fewer rows and are preferred as the driving lookup.
 _RANK = {
-    "reference": 1,
-    "token": 2,
-    "uri": 3,
-    "composite": 3,
-    "string": 4,
-    "number": 6,
-    "quantity": 6,
-    "date": 6,
+    "reference": 10,
+    "token": 20,
+    "uri": 30,
+    "composite": 30,
+    "string": 40,
+    "number": 60,
+    "quantity": 60,
+    "date": 60,
 }
+# A chain usually pins the resource to a few targets (an identifier, a name), more tightly than a
+# code shared by thousands; a reverse chain usually less so.
+_CHAIN_RANK = 15
+_HAS_RANK = 50
+
+
+# The type(s) a condition applies to: one resource type, or several at once for the parameters
+# every type shares (_tag, _profile...), which then need no per-type copy of the condition.
+Scope = str | tuple[str, ...]
+# Parameters defined on Resource itself: the same for every type (https://hl7.org/fhir/R4/resource.html#search).
+RESOURCE_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source"})
 
 
 @dataclass
@@ -53,6 +65,7 @@ class _Rows:
     id_col: Any
     where: list[ColumnElement[bool]] = field(default_factory=list)
     negate: bool = False  # the resource matches when NO such row exists
+    type_col: Any = None  # the matching resource's type, when the scope is several types
 
     def select_ids(self) -> Select[Any]:
         return select(self.id_col).select_from(self.source).where(*self.where)
@@ -69,13 +82,18 @@ def of_type_param_code(code: str) -> str:
 
 
 class ConditionBuilder:
-    def __init__(self, ctx: MatchContext) -> None:
+    """Builds the conditions of one statement (its aliases are numbered per statement)."""
+
+    def __init__(self, ctx: MatchContext, aliases: Aliases | None = None) -> None:
         self.ctx = ctx
+        self.alias = aliases or Aliases()
 
     # -- public -------------------------------------------------------------------------------
 
-    def conditions(self, resource_type: str, filters: list[Filter], res: Any) -> list[ColumnElement[bool]]:
-        """The conditions (ANDed) for `filters` on resources of `resource_type` aliased `res`."""
+    def conditions(self, resource_type: Scope, filters: list[Filter], res: Any) -> list[ColumnElement[bool]]:
+        """The conditions (ANDed) for `filters` on resources of `resource_type` aliased `res`.
+
+        A tuple of types is allowed when every filter is a RESOURCE_LEVEL_PARAMS one."""
         driver = min(
             (f for f in filters if _rank(f) is not None),
             key=lambda f: _rank(f) or 0,
@@ -93,7 +111,7 @@ class ConditionBuilder:
         references = [p for p in params if p != "{def}"]
         conditions: list[ColumnElement[bool]] = []
         if references:
-            sr = search_reference.alias()
+            sr = self.alias(search_reference)
             rows = _Rows(
                 sr,
                 sr.c.resource_id,
@@ -118,25 +136,31 @@ class ConditionBuilder:
         if rows is not None and not rows.negate:
             # Deleted resources have no index rows, so a positive match needs no resource row.
             return rows.select_ids()
-        inner = resource.alias()
+        inner = self.alias(resource)
         return select(inner.c.id).where(
             inner.c.resource_type == resource_type,
             inner.c.deleted == false(),
             self.condition(flt, resource_type, inner, driver=True),
         )
 
-    def condition(self, flt: Filter, resource_type: str, res: Any, *, driver: bool) -> ColumnElement[bool]:
+    def condition(self, flt: Filter, resource_type: Scope, res: Any, *, driver: bool) -> ColumnElement[bool]:
         if isinstance(flt, SimpleFilter):
             special = self._resource_column_condition(flt, res)
             if special is not None:
                 return special
         rows = self._rows(flt, resource_type)
         assert rows is not None
+        several = not isinstance(resource_type, str)
         if driver and not rows.negate:
+            if several:
+                return tuple_(res.c.resource_type, res.c.id).in_(
+                    select(rows.type_col, rows.id_col).select_from(rows.source).where(*rows.where)
+                )
             return res.c.id.in_(rows.select_ids())  # type: ignore[no-any-return]
-        probe = exists(
-            select(literal_column("1")).select_from(rows.source).where(rows.id_col == res.c.id, *rows.where)
-        )
+        correlation = [rows.id_col == res.c.id]
+        if several:
+            correlation.append(rows.type_col == res.c.resource_type)
+        probe = exists(select(literal_column("1")).select_from(rows.source).where(*correlation, *rows.where))
         return ~probe if rows.negate else probe
 
     # -- per filter kind ----------------------------------------------------------------------
@@ -157,10 +181,12 @@ class ConditionBuilder:
             return any_of(matches)
         return None
 
-    def _rows(self, flt: Filter, resource_type: str) -> _Rows | None:
+    def _rows(self, flt: Filter, resource_type: Scope) -> _Rows | None:
         if isinstance(flt, ChainFilter):
+            assert isinstance(resource_type, str)
             return self._chain_rows(flt, resource_type)
         if isinstance(flt, HasFilter):
+            assert isinstance(resource_type, str)
             return self._has_rows(flt, resource_type)
         if flt.param.code in ("_id", "_lastUpdated"):
             return None
@@ -170,13 +196,15 @@ class ConditionBuilder:
         table = INDEX_TABLES.get(param.type)
         if table is None:
             raise BadRequest(f"{flt.name}: parameters of type {param.type} cannot be searched")
-        t = table.alias()
+        t = self.alias(table)
         code = of_type_param_code(param.code) if modifier == "of-type" else param.code
-        where: list[ColumnElement[bool]] = [t.c.resource_type == resource_type, t.c.param == code]
+        where: list[ColumnElement[bool]] = [_of_type(t, resource_type), t.c.param == code]
         if modifier == "missing":
             # https://hl7.org/fhir/R4/search.html#modifiers: missing=true finds resources
             # without any value for the parameter.
-            return _Rows(t, t.c.resource_id, where, negate=flt.values[0] == "true")
+            return _Rows(
+                t, t.c.resource_id, where, negate=flt.values[0] == "true", type_col=t.c.resource_type
+            )
         kind_modifier = None if modifier in ("not",) else modifier
         if param.type == "reference" and modifier is not None and modifier not in ("identifier", "missing"):
             kind_modifier = modifier  # :Type
@@ -187,19 +215,19 @@ class ConditionBuilder:
         where.append(any_of(matches))
         # :not = resources with no row matching the value (https://hl7.org/fhir/R4/search.html#token),
         # including those without the element at all.
-        return _Rows(t, t.c.resource_id, where, negate=modifier == "not")
+        return _Rows(t, t.c.resource_id, where, negate=modifier == "not", type_col=t.c.resource_type)
 
-    def _composite_rows(self, flt: SimpleFilter, resource_type: str) -> _Rows:
+    def _composite_rows(self, flt: SimpleFilter, resource_type: Scope) -> _Rows:
         # https://hl7.org/fhir/R4/search.html#composite: components are `$`-separated and must
         # match values of the same element (index rows sharing `grp`).
         param = flt.param
         if not param.components:
             raise BadRequest(f"{flt.name}: composite parameter {param.code} has no components")
-        aliases = [INDEX_TABLES[c.type].alias() for c in param.components]
+        aliases = [self.alias(INDEX_TABLES[c.type]) for c in param.components]
         first = aliases[0]
         source: Any = first
         where: list[ColumnElement[bool]] = [
-            first.c.resource_type == resource_type,
+            _of_type(first, resource_type),
             first.c.param == composite_param_code(param.code, 0),
         ]
         for index, alias in enumerate(aliases[1:], start=1):
@@ -213,7 +241,13 @@ class ConditionBuilder:
                 ),
             )
         if flt.modifier == "missing":
-            return _Rows(first, first.c.resource_id, where, negate=flt.values[0] == "true")
+            return _Rows(
+                first,
+                first.c.resource_id,
+                where,
+                negate=flt.values[0] == "true",
+                type_col=first.c.resource_type,
+            )
         alternatives: list[ColumnElement[bool]] = []
         for value in flt.values:
             parts = split_unescaped(value, "$")
@@ -228,10 +262,10 @@ class ConditionBuilder:
                 )
             )
         where.append(any_of(alternatives))
-        return _Rows(source, first.c.resource_id, where)
+        return _Rows(source, first.c.resource_id, where, type_col=first.c.resource_type)
 
     def _chain_rows(self, flt: ChainFilter, resource_type: str) -> _Rows:
-        sr = search_reference.alias()
+        sr = self.alias(search_reference)
         per_target = [
             and_(sr.c.target_type == target, sr.c.target_id.in_(self.matching_ids(target, inner)))
             for target, inner in flt.targets
@@ -245,7 +279,7 @@ class ConditionBuilder:
         return _Rows(sr, sr.c.resource_id, where)
 
     def _has_rows(self, flt: HasFilter, resource_type: str) -> _Rows:
-        sr = search_reference.alias()
+        sr = self.alias(search_reference)
         where = [
             sr.c.resource_type == flt.source_type,
             sr.c.param == flt.param.code,
@@ -256,19 +290,27 @@ class ConditionBuilder:
         return _Rows(sr, sr.c.target_id, where)
 
 
+def _of_type(t: Any, resource_type: Scope) -> ColumnElement[bool]:
+    if isinstance(resource_type, str):
+        return t.c.resource_type == resource_type  # type: ignore[no-any-return]
+    return t.c.resource_type.in_(resource_type)  # type: ignore[no-any-return]
+
+
 def _rank(flt: Filter) -> int | None:
     """How selective a filter is expected to be; None if it cannot drive the query."""
-    if isinstance(flt, ChainFilter | HasFilter):
-        return 5
+    if isinstance(flt, ChainFilter):
+        return _CHAIN_RANK
+    if isinstance(flt, HasFilter):
+        return _HAS_RANK
     param: SearchParam = flt.param
-    if flt.modifier in ("not", "missing") and not (flt.modifier == "missing" and flt.values[0] == "false"):
+    if flt.modifier == "not" or (flt.modifier == "missing" and flt.values[0] == "true"):
         return None
     if flt.modifier == "missing":
-        return 8
+        return 80
     if param.code == "_id":
         return 0
     if param.code == "_lastUpdated":
         return None  # a column of `resource`: already available to the scan
     if flt.modifier == "exact":
-        return 3
-    return _RANK.get(param.type, 7)
+        return 30
+    return _RANK.get(param.type, 70)

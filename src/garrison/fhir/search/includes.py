@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, false, or_, select
+from sqlalchemy import Connection, and_, false, or_, select
 
 from garrison.db.schema import resource, search_reference
+from garrison.errors import TooCostly
 from garrison.fhir.resource import StoredResource
+from garrison.fhir.search.aliases import Aliases
 from garrison.fhir.search.parse import IncludeSpec
 from garrison.fhir.search.predicates import MatchContext, local_reference
 
@@ -43,8 +45,11 @@ def fetch_included(
     specs: list[IncludeSpec],
     matches: list[StoredResource],
     ctx: MatchContext,
+    *,
     max_depth: int,
+    max_resources: int,
 ) -> IncludeResult:
+    """Resources to include for `matches`; TooCostly past `max_resources` of them."""
     result = IncludeResult()
     if not specs or not matches:
         return result
@@ -71,6 +76,11 @@ def fetch_included(
         seen.update(fresh)
         frontier = fetch_resources(connection, fresh)
         result.resources.extend(frontier)
+        if len(result.resources) > max_resources:
+            raise TooCostly(
+                f"_include/_revinclude would add more than {max_resources} resources to the page; "
+                "ask for fewer matches per page with _count"
+            )
         active = iterating
         rounds += 1
     return result
@@ -83,7 +93,7 @@ def fetch_resources(connection: Connection, keys: Iterable[Key]) -> list[StoredR
         grouped[resource_type].append(resource_id)
     if not grouped:
         return []
-    r = resource.alias()
+    r = Aliases()(resource)
     columns = [r.c[c.name] for c in RESOURCE_COLUMNS]
     rows = connection.execute(
         select(*columns)
@@ -103,29 +113,30 @@ def _spec_applies(spec: IncludeSpec, resource_type: str) -> bool:
 def _forward_targets(
     connection: Connection, specs: list[IncludeSpec], by_type: dict[str, list[str]], ctx: MatchContext
 ) -> list[Key]:
-    """Resources that the frontier refers to through the specified reference parameters."""
-    sr = search_reference.alias()
-    clauses: list[ColumnElement[bool]] = []
-    for resource_type, ids in by_type.items():
-        applicable = [s for s in specs if _spec_applies(s, resource_type)]
-        if not applicable:
-            continue
-        clause = and_(sr.c.resource_type == resource_type, sr.c.resource_id.in_(ids))
-        params = {s.param for s in applicable}
-        if None not in params:
-            clause = and_(clause, sr.c.param.in_(sorted(p for p in params if p is not None)))
-        clauses.append(clause)
+    """Resources that the frontier refers to through the specified reference parameters.
+
+    All reference rows of the frontier are read through the per-resource index and filtered
+    here: a resource has only a handful, and a `param` condition in SQL tempts SQLite into
+    walking the (type, param) index over every resource of the type instead.
+    """
+    sr = Aliases()(search_reference)
+    clauses = [
+        and_(sr.c.resource_type == resource_type, sr.c.resource_id.in_(ids))
+        for resource_type, ids in by_type.items()
+        if any(_spec_applies(s, resource_type) for s in specs)
+    ]
     if not clauses:
         return []
     rows = connection.execute(
-        select(sr.c.resource_type, sr.c.param, sr.c.target_type, sr.c.target_id).where(
-            or_(*clauses), sr.c.target_id.is_not(None), local_reference(sr, ctx)
+        select(sr.c.resource_type, sr.c.param, sr.c.target_type, sr.c.target_id, sr.c.url).where(
+            or_(*clauses)
         )
     )
+    local_prefix = ctx.base_url + "/"
     found: list[Key] = []
-    for source_type, param, target_type, target_id in rows:
-        if "$" in param:
-            continue  # a composite's component row, not a reference parameter of its own
+    for source_type, param, target_type, target_id, url in rows:
+        if target_id is None or "$" in param or (url is not None and not url.startswith(local_prefix)):
+            continue  # not a resource here, or a composite's component row
         for spec in specs:
             if (
                 _spec_applies(spec, source_type)
@@ -141,7 +152,7 @@ def _reverse_sources(
     connection: Connection, specs: list[IncludeSpec], by_type: dict[str, list[str]], ctx: MatchContext
 ) -> list[Key]:
     """Resources that refer to the frontier through the specified `Type:param`."""
-    sr = search_reference.alias()
+    sr = Aliases()(search_reference)
     targets = [
         and_(sr.c.target_type == t, sr.c.target_id.in_(ids))
         for t, ids in by_type.items()

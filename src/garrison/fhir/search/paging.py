@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from garrison.db.schema import INDEX_TABLES
 from garrison.errors import BadRequest
+from garrison.fhir.search.aliases import Aliases
 from garrison.fhir.search.parse import SortKey
 
 _CURSOR_VERSION = 1
@@ -44,7 +45,7 @@ class Position:
     resource_id: str
 
 
-def sort_columns(keys: list[SortKey], res: Any) -> list[SortColumn]:
+def sort_columns(keys: list[SortKey], res: Any, aliases: Aliases) -> list[SortColumn]:
     """One expression per `_sort` key, evaluated per row of the `resource` alias `res`.
 
     A resource with several values sorts by its lowest value ascending and its highest value
@@ -59,7 +60,7 @@ def sort_columns(keys: list[SortKey], res: Any) -> list[SortColumn]:
         if key.param_type == "instant":
             columns.append(SortColumn(res.c.last_updated, key.descending, nullable=False))
             continue
-        t = INDEX_TABLES[key.param_type].alias()
+        t = aliases(INDEX_TABLES[key.param_type])
         value: Any
         if key.param_type == "date":
             value = t.c.high if key.descending else t.c.low

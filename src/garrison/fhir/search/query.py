@@ -12,7 +12,8 @@ Choices the spec leaves to the server:
   without a second query when the first page holds every match.
 - The default order is by resource type and id, which also makes paging stable.
 - `_include:iterate` stops after `settings.max_include_depth` further rounds; the Bundle then
-  carries an OperationOutcome warning (mode `outcome`).
+  carries an OperationOutcome warning (mode `outcome`). More than `settings.max_bundle_entries`
+  included resources is TooCostly.
 - Chains without a `:Type` follow every target type that defines the chained parameter.
 """
 
@@ -29,8 +30,9 @@ from garrison.db.schema import resource
 from garrison.errors import BadRequest
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import StoredResource
+from garrison.fhir.search.aliases import Aliases
 from garrison.fhir.search.bundle import search_bundle
-from garrison.fhir.search.conditions import ConditionBuilder
+from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, ConditionBuilder
 from garrison.fhir.search.includes import fetch_included
 from garrison.fhir.search.paging import (
     Position,
@@ -40,7 +42,7 @@ from garrison.fhir.search.paging import (
     order_by,
     sort_columns,
 )
-from garrison.fhir.search.parse import ParsedSearch, SearchParser
+from garrison.fhir.search.parse import ParsedSearch, SearchParser, SimpleFilter
 from garrison.fhir.search.predicates import MatchContext
 from garrison.settings import Settings
 
@@ -111,6 +113,17 @@ def _filter_conditions(
     if not parsed.types:
         where.append(false())
         return where
+    everything = len(parsed.types) == len(definitions.resource_types)
+    first = parsed.filters[parsed.types[0]]
+    if compartment is None and all(
+        isinstance(f, SimpleFilter) and f.param.code in RESOURCE_LEVEL_PARAMS for f in first
+    ):
+        # Only parameters every type shares: one condition for all the types at once. The type
+        # list stays even when it is every type: it lets the (type, id) key serve `_id`.
+        if first or not everything:
+            where.append(res.c.resource_type.in_(parsed.types))
+        where.extend(builder.conditions(parsed.types, first, res))
+        return where
     per_type: list[ColumnElement[bool]] = []
     unfiltered: list[str] = []
     for resource_type in parsed.types:
@@ -119,8 +132,6 @@ def _filter_conditions(
             per_type.append(and_(res.c.resource_type == resource_type, *conditions))
         else:
             unfiltered.append(resource_type)
-    if unfiltered and len(unfiltered) == len(definitions.resource_types):
-        return where  # every type, unconstrained
     if unfiltered:
         per_type.append(res.c.resource_type.in_(unfiltered))
     where.append(or_(*per_type))
@@ -156,8 +167,9 @@ def execute_search(
     if parsed.summary == "count":
         parsed.count = 0
     ctx = _context(connection, definitions, settings)
-    builder = ConditionBuilder(ctx)
-    res = resource.alias("r")
+    aliases = Aliases()
+    builder = ConditionBuilder(ctx, aliases)
+    res = aliases(resource)
     where = _filter_conditions(builder, definitions, parsed, request.compartment, res)
     position = decode_cursor(parsed.cursor) if parsed.cursor else None
     single_type = len(parsed.types) == 1
@@ -167,33 +179,28 @@ def execute_search(
     previous_position: Position | None = None
     more = False
     if parsed.count > 0:
-        columns = sort_columns(parsed.sort, res)
-        inner = select(
+        columns = sort_columns(parsed.sort, res, aliases)
+        # The sort keys are selected too: the cursor records the last row's values.
+        labels = [c.expr.label(f"k{i}") for i, c in enumerate(columns)]
+        page = select(
             res.c.resource_type,
             res.c.id,
             res.c.version_id,
             res.c.last_updated,
             res.c.deleted,
             res.c.content,
-            *(c.expr.label(f"k{i}") for i, c in enumerate(columns)),
+            *labels,
         ).where(*where)
-        sub = inner.subquery("page")
-        keys = [sub.c[f"k{i}"] for i in range(len(columns))]
         forward = position is None or position.forward
-        page = select(sub).order_by(
-            *order_by(
-                [replace(c, expr=k) for c, k in zip(columns, keys, strict=True)],
-                sub.c.resource_type,
-                sub.c.id,
-                forward=forward,
-            )
-        )
         if position is not None:
+            exprs = [c.expr for c in columns]
             page = page.where(
                 keyset_condition(
-                    columns, keys, sub.c.resource_type, sub.c.id, position, single_type=single_type
+                    columns, exprs, res.c.resource_type, res.c.id, position, single_type=single_type
                 )
             )
+        by_label = [replace(c, expr=label) for c, label in zip(columns, labels, strict=True)]
+        page = page.order_by(*order_by(by_label, res.c.resource_type, res.c.id, forward=forward))
         rows = list(connection.execute(page.limit(parsed.count + 1)))
         more = len(rows) > parsed.count
         rows = rows[: parsed.count]
@@ -221,7 +228,14 @@ def execute_search(
     warnings: list[str] = []
     included: list[StoredResource] = []
     if parsed.includes and matches:
-        result = fetch_included(connection, parsed.includes, matches, ctx, settings.max_include_depth)
+        result = fetch_included(
+            connection,
+            parsed.includes,
+            matches,
+            ctx,
+            max_depth=settings.max_include_depth,
+            max_resources=settings.max_bundle_entries,
+        )
         included = result.resources
         if result.truncated:
             warnings.append(
@@ -258,8 +272,9 @@ def find_matching_ids(
     filters = SearchParser(definitions, settings).parse_filters(resource_type, params)
     if not filters:
         raise BadRequest(f"The condition {query!r} has no search criteria")
-    builder = ConditionBuilder(_context(connection, definitions, settings))
-    res = resource.alias("r")
+    aliases = Aliases()
+    builder = ConditionBuilder(_context(connection, definitions, settings), aliases)
+    res = aliases(resource)
     statement = (
         select(res.c.id)
         .where(
