@@ -190,6 +190,17 @@ class Repository:
             raise BadRequest("A conditional interaction needs search criteria")
         return find_matching_ids(self.connection, self.definitions, self.settings, resource_type, query)
 
+    def find_single_match(self, resource_type: str, query: str, what: str) -> list[str]:
+        """Lock the condition, then find at most one match (none or one id); several is a 412."""
+        self.lock_condition(resource_type, query)
+        matches = self.find_matches(resource_type, query)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"{what} matched {len(matches)} {resource_type} resources; make the criteria more selective",
+                [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{query}'")],
+            )
+        return matches
+
     # ---------------------------------------------------------------------------------- writes
 
     def create(
@@ -209,13 +220,7 @@ class Repository:
         resource_type = resource_json["resourceType"]
         if if_none_exist is not None:
             # https://hl7.org/fhir/R4/http.html#ccreate
-            self.lock_condition(resource_type, if_none_exist)
-            matches = self.find_matches(resource_type, if_none_exist)
-            if len(matches) > 1:
-                raise PreconditionFailed(
-                    f"If-None-Exist matched {len(matches)} {resource_type} resources",
-                    [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{if_none_exist}'")],
-                )
+            matches = self.find_single_match(resource_type, if_none_exist, "If-None-Exist")
             if matches:
                 return WriteOutcome(self.read(resource_type, matches[0]), created=False, changed=False)
         return self._write(
@@ -255,13 +260,7 @@ class Repository:
     ) -> WriteOutcome:
         """https://hl7.org/fhir/R4/http.html#cond-update"""
         resource_json = self._check_body(body, resource_type)
-        self.lock_condition(resource_type, query)
-        matches = self.find_matches(resource_type, query)
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                f"The conditional update matched {len(matches)} {resource_type} resources",
-                [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{query}'")],
-            )
+        matches = self.find_single_match(resource_type, query, "The conditional update")
         body_id = resource_json.get("id")
         if matches:
             if body_id is not None and body_id != matches[0]:
@@ -324,13 +323,7 @@ class Repository:
 
     def conditional_delete(self, resource_type: str, query: str) -> list[StoredResource]:
         """https://hl7.org/fhir/R4/http.html#cdelete: Garrison deletes a single match only."""
-        self.lock_condition(resource_type, query)
-        matches = self.find_matches(resource_type, query)
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                f"The conditional delete matched {len(matches)} {resource_type} resources",
-                [Issue(IssueCode.MULTIPLE_MATCHES, f"{len(matches)} matches for '{query}'")],
-            )
+        matches = self.find_single_match(resource_type, query, "The conditional delete")
         deleted = [self.delete(resource_type, m) for m in matches]
         return [d for d in deleted if d is not None]
 

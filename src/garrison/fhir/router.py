@@ -14,7 +14,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported, PreconditionFailed
+from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported
 from garrison.fhir.capability import capability_statement
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.history import HistoryRequest, history_bundle, read_history
@@ -332,11 +332,9 @@ class FhirRouter:
     ) -> FhirResponse:
         if not query:
             raise BadRequest("PATCH on a resource type needs search criteria (conditional patch)")
-        matches = repo.find_matches(seg[0], urlencode(query))
+        matches = repo.find_single_match(seg[0], urlencode(query), "The conditional patch")
         if not matches:
             raise NotFound(f"The conditional patch matched no {seg[0]}")
-        if len(matches) > 1:
-            raise PreconditionFailed(f"The conditional patch matched {len(matches)} {seg[0]} resources")
         outcome = repo.patch(seg[0], matches[0], request.body, if_match=request.header("if-match"))
         return self._written(request, outcome)
 
