@@ -1,0 +1,1 @@
+"""Sponsors, families and beneficiaries: how military identity is written into FHIR resources."""
