@@ -108,6 +108,7 @@ class TricarePlan(StrEnum):
     SELECT = "SELECT"
     FOR_LIFE = "FOR-LIFE"
     RESERVE_SELECT = "RESERVE-SELECT"
+    YOUNG_ADULT = "YOUNG-ADULT"  # adult children 21-25 who buy TRICARE Young Adult
 
 
 TRICARE_PLAN_DISPLAY: dict[TricarePlan, str] = {
@@ -116,6 +117,7 @@ TRICARE_PLAN_DISPLAY: dict[TricarePlan, str] = {
     TricarePlan.SELECT: "TRICARE Select",
     TricarePlan.FOR_LIFE: "TRICARE For Life",
     TricarePlan.RESERVE_SELECT: "TRICARE Reserve Select",
+    TricarePlan.YOUNG_ADULT: "TRICARE Young Adult",
 }
 
 SPONSOR_FMP = "20"
@@ -138,3 +140,19 @@ class FacilityKind(StrEnum):
     JOINT = "joint-fhcc"  # joint DoD/VA federal health care center
     NETWORK = "tricare-network"  # civilian TRICARE network provider
     HEADQUARTERS = "headquarters"  # DHA, markets, service medical commands
+
+
+# The facility network (garrison.network). Civilian TRICARE network providers have no DMIS ID;
+# Garrison numbers them itself. Services and staff roles are identified per facility so that
+# loading the network twice finds the same resources (conditional update by identifier).
+TRICARE_NETWORK_PROVIDER = f"{BASE}/sid/tricare-network-provider"
+PAYER_ID = f"{BASE}/sid/payer"
+HEALTHCARE_SERVICE_ID = f"{BASE}/sid/healthcare-service"  # value: <facility code>-<service>
+PRACTITIONER_ROLE_ID = f"{BASE}/sid/practitioner-role"  # value: <facility code>-<nn>
+HEALTHCARE_SERVICE_SYSTEM = f"{BASE}/CodeSystem/healthcare-service"
+STAFF_ROLE_SYSTEM = f"{BASE}/CodeSystem/staff-role"
+
+# The patient index (garrison.empi): work-queue Task codes. A possible-duplicate Task asks a
+# health-information manager to review two Patient records that may be one person.
+TASK_CODE_SYSTEM = f"{BASE}/CodeSystem/task-code"
+POSSIBLE_DUPLICATE_TASK = "possible-duplicate"

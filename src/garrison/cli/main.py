@@ -10,6 +10,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from garrison.cli.network import network
+from garrison.cli.patients import patients
+from garrison.cli.population import generate
 from garrison.db.engine import make_engine
 from garrison.db.migrate import upgrade
 from garrison.fhir.definitions import definitions_from
@@ -136,29 +139,23 @@ def reindex_command() -> None:
 @main.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--bundles", default=10, show_default=True, type=int, help="Synthea bundles to load.")
-def demo(host: str, port: int, bundles: int) -> None:
-    """Load a synthetic demo population (once) and serve Garrison."""
+@click.option("--patients", default=200, show_default=True, type=int, help="Synthetic patients to generate.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the generated population.")
+def demo(host: str, port: int, patients: int, seed: int) -> None:
+    """Generate a synthetic military population (once) and serve Garrison."""
+    from garrison.cli.population import ensure_demo_population
+
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
-    from sqlalchemy import func, select
-
-    from garrison.db.engine import read_transaction
-    from garrison.db.schema import resource
-
-    with read_transaction(engine) as connection:
-        existing = connection.execute(select(func.count()).select_from(resource)).scalar_one()
-    if existing == 0:
-        synthea = settings.definitions_dir.parents[1] / "synthea"
-        files = sorted(synthea.glob("*.json"))[:bundles]
-        click.echo(
-            f"loading {len(files)} synthetic (Synthea) patients into {settings.resolved_database_url()}"
-        )
-        _run_import(settings, files)
+    ensure_demo_population(settings, engine, patients=patients, seed=seed)
     ctx = click.get_current_context()
     ctx.invoke(serve, host=host, port=port, workers=1)
 
+
+main.add_command(network)
+main.add_command(patients)
+main.add_command(generate)
 
 if __name__ == "__main__":
     main()

@@ -156,3 +156,8 @@ INDEX_TABLES: dict[str, Table] = {
     "reference": search_reference,
     "uri": search_uri,
 }
+
+# Domain packages keep their non-clinical tables beside their code, on this same metadata.
+import garrison.empi.tables  # noqa: E402, F401
+from garrison.network import tables as _network_tables  # noqa: E402, F401
+from garrison.population import tables as _population_tables  # noqa: E402, F401

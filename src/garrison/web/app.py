@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from garrison import empi
 from garrison.db.engine import make_engine
 from garrison.fhir.definitions import definitions_from
 from garrison.settings import Settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     engine = make_engine(settings.resolved_database_url())
     definitions = definitions_from(settings.definitions_dir)
+    empi.register()  # Patient/$match, $merge, $unmerge
     fhir_api = FhirApi(settings, engine, definitions)
 
     async def landing(_request: Request) -> Response:

@@ -28,7 +28,7 @@ FHIR_JSON = "application/fhir+json; charset=utf-8"
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json", "text/json")
 _XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "xml")
 # Operations that only read, even when POSTed.
-_READ_ONLY_OPERATIONS = ("$validate", "$everything")
+_READ_ONLY_OPERATIONS = ("$validate", "$everything", "$match")
 
 
 class FhirApi:

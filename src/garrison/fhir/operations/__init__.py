@@ -37,3 +37,12 @@ def _registry() -> dict[str, Operation]:
 
 
 OPERATIONS: dict[str, Operation] = _registry()
+
+
+def register_operation(operation: Operation) -> None:
+    """Add an operation defined by a domain package (e.g. the patient index's `Patient/$match`).
+
+    garrison.fhir never imports domain packages (the layering in docs/ARCHITECTURE.md); each
+    registers its operations at start-up instead. Registering the same name again replaces it.
+    """
+    OPERATIONS[operation.name] = operation

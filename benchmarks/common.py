@@ -1,0 +1,599 @@
+"""Shared machinery for the HTTP benchmarks: databases, a server subprocess, a cheap HTTP client,
+concurrent load drivers, latency statistics, result files and optional py-spy profiling.
+
+Every benchmark starts its own `garrison serve --workers N` on 127.0.0.1 and a free port, against a
+fresh SQLite file or a fresh database in a throwaway PostgreSQL 15 cluster (fsync on), and drives it
+from this process with a few threads. The client shares the machine's cores with the server, so it
+uses `http.client` with keep-alive connections (a fraction of httpx's per-request CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.pg_cluster import PgCluster, available, free_port, start_cluster  # noqa: E402
+
+BACKENDS = ("sqlite", "postgresql")
+FHIR_JSON = "application/fhir+json"
+
+
+def garrison_executable() -> str:
+    """The `garrison` console script of the interpreter running the benchmark (the project venv)."""
+    candidate = Path(sys.executable).parent / "garrison"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("garrison")
+    if not found:
+        raise SystemExit("garrison is not installed: run `pip install -e .` in the project venv")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Databases
+
+
+class Databases:
+    """Hands out fresh, empty databases; starts one PostgreSQL cluster lazily and removes it at exit."""
+
+    def __init__(self) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
+        self._cluster: PgCluster | None = None
+        self._count = 0
+
+    def new(self, backend: str) -> str:
+        self._count += 1
+        if backend == "sqlite":
+            return f"sqlite:///{self._tmp / f'bench{self._count}.sqlite3'}"
+        if backend == "postgresql":
+            if self._cluster is None:
+                if not available():
+                    raise SystemExit("PostgreSQL 15 binaries are missing (apt-get install postgresql-15)")
+                # Benchmarks keep fsync on: the figures should be those of a durable store.
+                self._cluster = start_cluster(durable=True)
+            return self._cluster.create_database(f"bench{self._count}")
+        raise ValueError(f"unknown backend {backend!r}")
+
+    @property
+    def scratch(self) -> Path:
+        return self._tmp
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Databases:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def analyze_database(url: str) -> None:
+    """Refresh the planner statistics (ANALYZE) of a database, as a maintenance job would."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
+    finally:
+        engine.dispose()
+
+
+def garrison_env(database_url: str, base_url: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GARRISON_DATABASE_URL"] = database_url
+    if base_url:
+        env["GARRISON_BASE_URL"] = base_url
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# The server under test
+
+
+class Server:
+    """`garrison serve` in its own process group on 127.0.0.1 and a free port."""
+
+    def __init__(self, database_url: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.base = f"http://{self.host}:{self.port}/fhir"
+        self.workers = workers
+        self.database_url = database_url
+        self._log = tempfile.NamedTemporaryFile(prefix="garrison-server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                garrison_executable(),
+                "serve",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=garrison_env(database_url, self.base),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                client = HttpClient(self.host, self.port, timeout=5)
+                status, _ = client.get("/fhir/metadata")
+                client.close()
+                if status != 200:
+                    print(f"  (warning: GET /fhir/metadata answered {status})", file=sys.stderr)
+                if status:
+                    # Every worker has to be up, not just the first: warm each with a few requests.
+                    warm = [HttpClient(self.host, self.port) for _ in range(self.workers * 2)]
+                    for c in warm:
+                        c.get("/fhir/metadata")
+                        c.close()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (children of the supervisor), or the server itself."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids: list[int] = []
+        with contextlib.suppress(OSError):
+            for pid in (int(p) for p in children.read_text().split()):
+                # multiprocessing also starts a resource tracker beside the workers.
+                with contextlib.suppress(OSError):
+                    if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        pids.append(pid)
+        return pids or [self.process.pid]
+
+    def rss_mb(self) -> float:
+        total = 0
+        for pid in [self.process.pid, *self.worker_pids()]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# A cheap keep-alive HTTP client
+
+
+class HttpClient:
+    """One keep-alive connection; reconnects once if the server closed it."""
+
+    def __init__(self, host: str, port: int, timeout: float = 120.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Accept": FHIR_JSON}
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=body, headers=headers)
+                response = self._conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._conn.close()
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return self.request("POST", path, body)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def client_for(server: Server) -> HttpClient:
+    return HttpClient(server.host, server.port)
+
+
+# --------------------------------------------------------------------------------------------
+# Load drivers and statistics
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else 0.0
+
+
+Work = Callable[[HttpClient, int], tuple[int, bytes]]
+Check = Callable[[int, bytes], str | None]
+
+
+def status_ok(status: int, body: bytes) -> str | None:
+    return None if 200 <= status < 300 else f"HTTP {status}: {body[:300]!r}"
+
+
+def run_load(
+    server: Server,
+    work: Work,
+    *,
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+    check: Check = status_ok,
+) -> LoadResult:
+    """Run `work(client, n)` for n = 0, 1, 2, ... from `clients` threads until `max_requests`
+    calls were made or `max_seconds` passed. Latency is measured around each call."""
+    result = LoadResult()
+    lock = threading.Lock()
+    counter = iter(range(max_requests))
+    started = time.perf_counter()
+    deadline = started + max_seconds
+
+    def next_index() -> int | None:
+        with lock:
+            if time.perf_counter() > deadline:
+                return None
+            return next(counter, None)
+
+    def worker() -> None:
+        client = client_for(server)
+        local: list[float] = []
+        try:
+            while (n := next_index()) is not None:
+                t0 = time.perf_counter()
+                try:
+                    status, body = work(client, n)
+                except OSError as exc:
+                    status, body = 0, repr(exc).encode()
+                local.append((time.perf_counter() - t0) * 1000)
+                problem = check(status, body)
+                with lock:
+                    result.requests += 1
+                    result.statuses[status] += 1
+                    if problem:
+                        result.errors += 1
+                        if len(result.error_samples) < 5:
+                            result.error_samples.append(problem)
+        finally:
+            client.close()
+            with lock:
+                result.latencies_ms.extend(local)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation): the value below which pct % of samples fall."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "p50_ms": round(percentile(values, 50), 2),
+        "p95_ms": round(percentile(values, 95), 2),
+        "p99_ms": round(percentile(values, 99), 2),
+        "mean_ms": round(statistics.fmean(values), 2),
+        "max_ms": round(max(values), 2),
+    }
+
+
+def report_errors(name: str, result: LoadResult) -> None:
+    if result.errors:
+        print(
+            f"  !! {name}: {result.errors} of {result.requests} requests failed; "
+            f"statuses {dict(result.statuses)}",
+            file=sys.stderr,
+        )
+        for sample in result.error_samples:
+            print(f"     {sample[:400]}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Profiling (py-spy) of the server workers while a phase runs
+
+
+class Profiler:
+    """`py-spy record --format raw` against the server while a block runs, then a text summary of
+    the hottest functions (self and inclusive). Does nothing when py-spy is not installed."""
+
+    def __init__(self, server: Server, name: str, enabled: bool) -> None:
+        self.server, self.name, self.enabled = server, name, enabled
+        self.output = RESULTS_DIR / f"profile-{name}.txt"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        if not self.enabled:
+            return self
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(py_spy).exists():
+            print("  (py-spy is not installed: pip install py-spy)", file=sys.stderr)
+            self.enabled = False
+            return self
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--subprocesses",
+                "--nonblocking",
+                "-o",
+                str(self.output),
+                "--pid",
+                str(self.server.process.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # let py-spy attach before the load starts
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if not self.enabled or self._process is None:
+            return
+        self._process.send_signal(signal.SIGINT)
+        try:
+            _, err = self._process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            _, err = self._process.communicate()
+        if not self.output.exists():
+            print(f"  py-spy wrote nothing: {err.decode(errors='replace')[-400:]}", file=sys.stderr)
+            return
+        print(summarize_collapsed(self.output))
+
+
+# Leaf frames of processes or threads that wait rather than work (py-spy's own idle detection
+# misses waits in C extensions): uvicorn's supervisor and thread-pool threads waiting for work.
+_IDLE_LEAVES = ("_recv (multiprocessing/", "select (selectors.py", "wait (threading.py",
+                "_worker (concurrent/futures/thread.py", "poll (selectors.py", "get (queue.py")
+# Waiting for the database is real request time, but not Python CPU: shown apart.
+_DB_WAIT_LEAVES = ("Connection.wait (psycopg/", "wait_c (psycopg", "BasePipeline._communicate_gen (psycopg/")
+
+
+def summarize_collapsed(path: Path, top: int = 25) -> str:
+    """Summarise py-spy's collapsed stacks: the hottest functions by self samples, and garrison's
+    functions by inclusive samples, as percentages of busy samples (idle waits left out)."""
+    self_counts: Counter[str] = Counter()
+    incl_counts: Counter[str] = Counter()
+    total = db_wait = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if f.endswith(")") and " (" in f
+                  and not f.startswith("process ")]
+        if not frames or any(m in frames[-1] for m in _IDLE_LEAVES):
+            continue
+        count = int(count_text)
+        total += count
+        if any(m in frames[-1] for m in _DB_WAIT_LEAVES):
+            db_wait += count
+        self_counts[_short(frames[-1])] += count
+        for frame in {_short(f) for f in frames}:
+            incl_counts[frame] += count
+    if not total:
+        return f"profile {path.name}: no busy samples"
+    lines = [f"profile {path.name}: {total} busy samples "
+             f"({100 * db_wait / total:.1f} % waiting on PostgreSQL round trips)",
+             "  self%  function (file)"]
+    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in self_counts.most_common(top)]
+    lines.append("  incl%  function (file) - garrison code only")
+    garrison = [(f, c) for f, c in incl_counts.most_common() if "garrison/" in f]
+    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in garrison[:top]]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    # py-spy frames look like "function (path/to/file.py:123)"; keep the path from the package on.
+    name, _, where = frame.partition(" (")
+    for marker in ("site-packages/", "src/", "lib/python3.11/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    where = where.rstrip(")")
+    file, _, _line = where.rpartition(":")
+    return f"{name} ({file or where})"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line and results
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client threads (default 4)")
+    parser.add_argument("--load-clients", type=int, default=4, help="client threads loading the population")
+    parser.add_argument("--profile", action="store_true", help="profile the server with py-spy")
+    parser.add_argument("--analyze", action="store_true",
+                        help="run ANALYZE after loading (planner statistics) before the read-side figures")
+    parser.add_argument("--json", action="store_true", help="also write benchmarks/results/<name>.json")
+    return parser
+
+
+def backends_of(choice: str) -> list[str]:
+    return list(BACKENDS) if choice == "both" else [choice]
+
+
+def sizes_of(text: str) -> list[int]:
+    return [int(s.replace("_", "").replace(",", "")) for s in text.split(":") if s]
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_results(name: str, rows: Iterable[Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    data = [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rows]
+    path.write_text(json.dumps({"environment": environment(), "results": data}, indent=2))
+    return path
+
+
+def verdict(value: float, target: float, *, higher_is_better: bool) -> str:
+    met = value >= target if higher_is_better else value <= target
+    return "ok" if met else "MISSED"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+@contextlib.contextmanager
+def phase(title: str) -> Iterator[None]:
+    print(f"-- {title}", flush=True)
+    started = time.perf_counter()
+    yield
+    print(f"   ({time.perf_counter() - started:.1f} s)", flush=True)
+
+
+@dataclass
+class LatencyResult:
+    """Figures of one request-per-call benchmark phase."""
+
+    name: str
+    backend: str
+    patients: int
+    clients: int
+    requests: int
+    seconds: float
+    requests_per_s: float
+    latency: dict[str, float]
+    errors: int
+
+
+def latency_result(name: str, backend: str, patients: int, clients: int, result: LoadResult) -> LatencyResult:
+    report_errors(name, result)
+    return LatencyResult(
+        name=name,
+        backend=backend,
+        patients=patients,
+        clients=clients,
+        requests=result.requests,
+        seconds=round(result.elapsed_s, 2),
+        requests_per_s=round(result.rate, 1),
+        latency=latency_summary(result.latencies_ms),
+        errors=result.errors,
+    )
+
+
+Target = Callable[[LatencyResult], str]
+
+
+def print_latency(rows: list[LatencyResult], targets: dict[str, Target] | None = None) -> None:
+    def cells(r: LatencyResult) -> list[str]:
+        target = (targets or {}).get(r.name)
+        return [
+            r.name, r.backend, f"{r.patients:,}", str(r.clients), f"{r.requests:,}",
+            f"{r.requests_per_s:,.0f}", f"{r.latency.get('p50_ms', float('nan')):.1f}",
+            f"{r.latency.get('p95_ms', float('nan')):.1f}", f"{r.latency.get('p99_ms', float('nan')):.1f}",
+            str(r.errors), target(r) if target else "",
+        ]
+
+    print_table(
+        ["benchmark", "backend", "patients", "clients", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms",
+         "errors", "target"],
+        [cells(r) for r in rows],
+    )
