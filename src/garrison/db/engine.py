@@ -25,7 +25,15 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    # Search SQL is skewed per value (one patient vs all): PostgreSQL's generic plans for
+    # prepared statements scan whole indexes, so plan each execution for its parameters.
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
