@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from garrison.beneficiaries.vocabulary import (
     DMIS_ID,
@@ -33,7 +33,6 @@ from garrison.beneficiaries.vocabulary import (
     TRICARE_NETWORK_PROVIDER,
     VA_STATION,
 )
-from garrison.db.engine import is_postgres
 from garrison.db.schema import resource
 from garrison.errors import Issue, IssueCode, NotFound, PreconditionFailed
 from garrison.fhir.repository import Repository
@@ -318,14 +317,6 @@ def _body(kind: str, item: Any, ids: NetworkSummary) -> dict[str, Any]:
     )
 
 
-def _prefer_custom_plans(repo: Repository) -> None:
-    if is_postgres(repo.connection):
-        # psycopg prepares a statement after 5 runs and PostgreSQL may then keep a generic plan
-        # made while the tables were empty: the identifier lookups of a reload took 0.15 s each
-        # instead of 1 ms. Custom plans, for this transaction only (SET LOCAL).
-        repo.connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-
-
 def load_network(repo: Repository) -> NetworkSummary:
     """Create or update the whole catalogue's network in the repository's transaction.
 
@@ -336,7 +327,6 @@ def load_network(repo: Repository) -> NetworkSummary:
     # Serialise concurrent loaders (PostgreSQL advisory lock; SQLite has one writer anyway), so a
     # second loader waits and then finds everything the first one committed.
     repo.lock_condition("Organization", f"identifier={DMIS_ID}|garrison-network-load")
-    _prefer_custom_plans(repo)
     resolved = _resolve(repo, facilities, create=True)
     ids = _summary(resolved)
     created: Counter[str] = Counter()
@@ -366,5 +356,4 @@ def load_network(repo: Repository) -> NetworkSummary:
 
 def find_network(repo: Repository) -> NetworkSummary:
     """The ids of an already loaded network, without writing; NotFound if any resource is missing."""
-    _prefer_custom_plans(repo)
     return _summary(_resolve(repo, catalogue(), create=False), unchanged=0)

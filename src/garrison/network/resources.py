@@ -30,6 +30,7 @@ from garrison.beneficiaries.vocabulary import (
     SERVICE_BRANCH_DISPLAY,
     SERVICE_BRANCH_SYSTEM,
     STAFF_ROLE_SYSTEM,
+    V3_ROLE_CODE,
     VA_STATION,
     FacilityKind,
 )
@@ -39,7 +40,6 @@ ORGANIZATION_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 SERVICE_CATEGORY = "http://terminology.hl7.org/CodeSystem/service-category"
 SERVICE_TYPE = "http://terminology.hl7.org/CodeSystem/service-type"
 PRACTITIONER_ROLE = "http://terminology.hl7.org/CodeSystem/practitioner-role"
-V3_ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 
 FACILITY_KIND_DISPLAY: dict[FacilityKind, str] = {
     FacilityKind.MTF_HOSPITAL: "Military treatment facility: medical center or hospital",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from garrison.db.schema import resource, search_reference
 from garrison.errors import BadRequest, TooCostly
@@ -117,12 +117,10 @@ def _member_keys(repo: Repository, patient_id: str) -> list[tuple[str, str]]:
     }
     members.discard(("Patient", patient_id))
     referenced: set[tuple[str, str]] = set()
-    member_list = sorted(members | {("Patient", patient_id)})
-    for start in range(0, len(member_list), _IN_CHUNK):
-        chunk = member_list[start : start + _IN_CHUNK]
+    for resource_type, ids in _by_type(members | {("Patient", patient_id)}):
         targets = repo.connection.execute(
             select(r.target_type, r.target_id)
-            .where(tuple_(r.resource_type, r.resource_id).in_(chunk), r.target_id.is_not(None))
+            .where(r.resource_type == resource_type, r.resource_id.in_(ids), r.target_id.is_not(None))
             .distinct()
         ).all()
         referenced.update((t.target_type, t.target_id) for t in targets if t.target_type)
@@ -130,12 +128,25 @@ def _member_keys(repo: Repository, patient_id: str) -> list[tuple[str, str]]:
     return sorted(members | referenced | {("Patient", patient_id)})
 
 
+def _by_type(keys: set[tuple[str, str]] | list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Keys grouped by type in chunks: `type = :t AND id IN (...)` uses the primary-key and
+    (resource_type, resource_id) indexes on both databases, where SQLite cannot use them for a
+    row-value `(type, id) IN (...)`."""
+    grouped: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        grouped.setdefault(resource_type, []).append(resource_id)
+    return [
+        (resource_type, ids[start : start + _IN_CHUNK])
+        for resource_type, ids in sorted(grouped.items())
+        for start in range(0, len(ids), _IN_CHUNK)
+    ]
+
+
 def _fetch(repo: Repository, keys: list[tuple[str, str]], since: str | None) -> list[tuple[str, str, str]]:
     found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
+    for resource_type, ids in _by_type(keys):
         query = select(resource.c.resource_type, resource.c.id, resource.c.content).where(
-            tuple_(resource.c.resource_type, resource.c.id).in_(chunk), resource.c.deleted.is_(False)
+            resource.c.resource_type == resource_type, resource.c.id.in_(ids), resource.c.deleted.is_(False)
         )
         if since is not None:
             query = query.where(resource.c.last_updated >= since)
