@@ -118,3 +118,20 @@ class PayloadTooLarge(GarrisonError):
     """The request body exceeds the configured limit."""
 
     status, code = 413, IssueCode.TOO_LONG
+
+
+class Unauthorized(GarrisonError):
+    """No valid credentials: no token, or one that is malformed, expired or revoked."""
+
+    status, code = 401, IssueCode.SECURITY
+
+
+class Forbidden(GarrisonError):
+    """The caller is known but may not do this (role, scope or policy)."""
+
+    status, code = 403, IssueCode.FORBIDDEN
+
+
+class Withheld(NotFound):
+    """Answered exactly like NotFound, but the resource exists and the caller may not see it
+    (another patient's, or labelled): only the audit trail tells the difference."""

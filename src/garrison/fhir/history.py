@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, false, or_, select
 
-from garrison.db.schema import resource_history
+from garrison.db.schema import resource, resource_history
 from garrison.errors import BadRequest, TooCostly
 from garrison.fhir.resource import StoredResource
+from garrison.fhir.search.aliases import Aliases
 from garrison.fhir.search.values import date_range
 from garrison.settings import Settings
+
+if TYPE_CHECKING:
+    from garrison.fhir.authz.guard import Guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,34 @@ def _since_bound(value: str, name: str) -> str:
     return bounds[0]
 
 
-def read_history(connection: Connection, settings: Settings, request: HistoryRequest) -> HistoryPage:
+def _visible_versions(guard: Guard, types: list[str]) -> ColumnElement[bool]:
+    """Versions of resources whose current version the caller may see (the guard decides on
+    current index rows; a version of a now-invisible resource stays hidden)."""
+    h = resource_history.c
+    options: list[ColumnElement[bool]] = []
+    for resource_type in types:
+        aliases = Aliases()
+        res = aliases(resource)
+        visible = guard.visible(resource_type, res, aliases)
+        if visible is None:
+            options.append(h.resource_type == resource_type)
+            continue
+        options.append(
+            and_(
+                h.resource_type == resource_type,
+                exists().where(res.c.resource_type == resource_type, res.c.id == h.id, visible),
+            )
+        )
+    if not options:
+        return false()
+    return options[0] if len(options) == 1 else or_(*options)
+
+
+def read_history(
+    connection: Connection, settings: Settings, request: HistoryRequest, *, guard: Guard | None = None
+) -> HistoryPage:
+    """One page of history. With a restricting `guard`, only versions of resources the caller may
+    see, of types it may read (instance) or search (type and system history)."""
     h = resource_history.c
     count = settings.default_page_size
     since: str | None = None
@@ -86,6 +117,12 @@ def read_history(connection: Connection, settings: Settings, request: HistoryReq
         query = query.where(h.last_updated <= at + "+00:00")
     if cursor is not None:
         query = query.where(h.seq < cursor)
+    if guard is not None and not guard.unrestricted:
+        if request.resource_type is not None:
+            types = [request.resource_type]
+        else:
+            types = guard.readable_types("search", sorted(guard.definitions.resource_types))
+        query = query.where(_visible_versions(guard, types))
     rows = connection.execute(query.order_by(h.seq.desc()).limit(count + 1)).all()
     entries = [HistoryEntry(seq=r.seq, stored=StoredResource(*r[1:7]), method=r.method) for r in rows[:count]]
     next_cursor = entries[-1].seq if len(rows) > count and entries else None

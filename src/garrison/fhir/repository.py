@@ -23,19 +23,26 @@ import jsonpatch
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from garrison.audit.records import AuditRecord
 from garrison.db.engine import is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     Gone,
     Issue,
     IssueCode,
     NotFound,
     PreconditionFailed,
     Unprocessable,
+    Withheld,
 )
 from garrison.fhir.access import AccessContext
+from garrison.fhir.audit_trail import write_record
+from garrison.fhir.authz.guard import Guard
+from garrison.fhir.authz.labels import compartment_patients, security_labels
+from garrison.fhir.authz.policy import Interaction
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import ID_PATTERN, StoredResource, dumps, format_instant, new_id, utc_now
 from garrison.fhir.search.indexer import IndexRows, indexer_for
@@ -129,6 +136,10 @@ class Repository:
         self.definitions = definitions
         self.settings = settings
         self.context = context
+        self.guard = Guard(definitions, settings, context, connection.dialect.name)
+        # Audit records of this request; whoever owns the transaction writes them (in it, for
+        # writes; through the audit sink before answering, for reads).
+        self.audit: list[AuditRecord] = []
         self._buffer: _WriteBuffer | None = None
 
     # ----------------------------------------------------------------------------------- reads
@@ -150,9 +161,12 @@ class Repository:
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         # https://hl7.org/fhir/R4/http.html#read
         self.check_type(resource_type)
+        self.guard.require("read", resource_type)
         current = self.get_current(resource_type, resource_id)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if not self._sees(current):
+            raise Withheld(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted")
         return current
@@ -160,9 +174,14 @@ class Repository:
     def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
         # https://hl7.org/fhir/R4/http.html#vread
         self.check_type(resource_type)
+        self.guard.require("read", resource_type)
         self.flush()
         if not version.isdigit():
             raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
+        if not self.sees_id(resource_type, resource_id):
+            exists = self.get_current(resource_type, resource_id) is not None
+            error = Withheld if exists else NotFound
+            raise error(f"{resource_type}/{resource_id} has no version {version}")
         h = resource_history.c
         row = self.connection.execute(
             select(h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.content).where(
@@ -179,16 +198,32 @@ class Repository:
     def search(self, request: SearchRequest) -> SearchPage:
         if request.resource_type is not None:
             self.check_type(request.resource_type)
+            self.guard.require("search", request.resource_type)
         self.flush()
-        return execute_search(self.connection, self.definitions, self.settings, request)
+        return execute_search(self.connection, self.definitions, self.settings, request, guard=self.guard)
+
+    def sees_id(self, resource_type: str, resource_id: str) -> bool:
+        """Whether this caller may see the resource (False when it does not exist)."""
+        return self.guard.unrestricted or self.guard.can_see(self.connection, resource_type, resource_id)
+
+    def _sees(self, stored: StoredResource) -> bool:
+        if self.guard.unrestricted:
+            return True
+        if stored.deleted:
+            # Tombstones have no index rows to decide by; only unrestricted callers learn of them.
+            return False
+        return self.guard.can_see(self.connection, stored.resource_type, stored.id)
 
     def find_matches(self, resource_type: str, query: str) -> list[str]:
         """Ids of current resources matching a conditional query (`identifier=a|b`)."""
         self.check_type(resource_type)
+        self.guard.require("search", resource_type)
         self.flush()
         if not query.strip():
             raise BadRequest("A conditional interaction needs search criteria")
-        return find_matching_ids(self.connection, self.definitions, self.settings, resource_type, query)
+        return find_matching_ids(
+            self.connection, self.definitions, self.settings, resource_type, query, guard=self.guard
+        )
 
     def find_single_match(self, resource_type: str, query: str, what: str) -> list[str]:
         """Lock the condition, then find at most one match (none or one id); several is a 412."""
@@ -252,6 +287,10 @@ class Repository:
         if not ID_PATTERN.match(resource_id):
             raise BadRequest(f"'{resource_id}' is not a valid resource id")
         previous = self.get_current(resource_type, resource_id)
+        if previous is not None and not self._sees(previous) and not self.guard.unrestricted:
+            # Someone else's (or a withheld) resource: as if it were not there, but it cannot be
+            # created either, so refuse like a missing target.
+            raise Withheld(f"{resource_type}/{resource_id} is not known")
         self._check_if_match(previous, if_match, resource_type, resource_id)
         return self._write(resource_json, resource_id, previous=previous, method=method, if_match=if_match)
 
@@ -302,9 +341,12 @@ class Repository:
         not an error). Raises NotFound if it never existed.
         """
         self.check_type(resource_type)
+        self.guard.require("delete", resource_type)
         previous = self.get_current(resource_type, resource_id)
         if previous is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if not self.guard.unrestricted and not self._sees(previous):
+            raise Withheld(f"{resource_type}/{resource_id} is not known")
         self._check_if_match(previous, if_match, resource_type, resource_id)
         if previous.deleted:
             return None
@@ -443,6 +485,10 @@ class Repository:
         """Write the current-version row now (so conflicts surface at once); history and index
         rows go straight in, or into the buffer when writes are deferred."""
         stored = pending.stored
+        if not self.guard.unrestricted:
+            self._authorise_write(pending, previous)
+        if self.context.audited:
+            self.audit.append(write_record(self.context, stored, pending.method))
         values = {
             "version_id": stored.version_id,
             "last_updated": stored.last_updated,
@@ -496,6 +542,33 @@ class Repository:
             self._buffer.versions.append(pending)
         else:
             self._insert_history_and_index([pending])
+
+    def _authorise_write(self, pending: _PendingVersion, previous: StoredResource | None) -> None:
+        """Role and scope, security labels (checklist Z4) and whose record the new version is in."""
+        stored = pending.stored
+        resource_type = stored.resource_type
+        if stored.deleted:
+            interaction: Interaction = "delete"
+        elif previous is None or previous.deleted:
+            interaction = "create"
+        else:
+            interaction = "update"
+        self.guard.require(interaction, resource_type)
+        if stored.deleted:
+            return
+        before = security_labels(previous.content) if previous is not None and previous.content else set()
+        if security_labels(stored.content) != before and not self.guard.may_label():
+            raise Forbidden("Your role may not set or change security labels (meta.security)")
+        if resource_type not in self.guard.policy.clinical_types or pending.index_rows is None:
+            return
+        patients = compartment_patients(self.definitions, resource_type, stored.id, pending.index_rows)
+        if resource_type == "Patient" and interaction == "create":
+            patients.discard(stored.id)  # registering a new patient
+        if self.guard.role is not None and self.guard.role.patients == "own":
+            if patients != {self.context.patient}:
+                raise Forbidden(f"A {resource_type} written from this record must belong to it")
+        elif not self.guard.patients_reached(self.connection, patients):
+            raise Forbidden(f"This {resource_type} belongs to a record outside your care relationships")
 
     def _insert_history_and_index(self, pending: list[_PendingVersion]) -> None:
         fresh = [p.stored for p in pending if p.insert_current]

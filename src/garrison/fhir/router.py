@@ -14,7 +14,8 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from garrison.errors import BadRequest, MethodNotAllowed, NotFound, NotSupported
+from garrison.errors import BadRequest, GarrisonError, MethodNotAllowed, NotFound, NotSupported
+from garrison.fhir.audit_trail import access_records, failure_record
 from garrison.fhir.capability import capability_statement
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.history import HistoryRequest, history_bundle, read_history
@@ -49,6 +50,7 @@ class FhirResponse:
     raw: str | None = None  # pre-serialised resource JSON, served as-is
     headers: dict[str, str] = field(default_factory=dict)
     stored: StoredResource | None = None  # the version written or read, for bundle responses
+    returned: list[StoredResource] | None = None  # what a search or history returned, for audit
 
     def body_bytes(self) -> bytes | None:
         if self.raw is not None:
@@ -61,6 +63,46 @@ class FhirResponse:
         """The body as plain JSON values (Fragments resolved): for bundles and tests."""
         data = self.body_bytes()
         return None if data is None else parse_json(data)
+
+
+# Reads audit here with what they returned; writes audit in the repository, where they happen.
+_ACCESS_ACTIONS = frozenset({"fhir:read", "fhir:vread", "fhir:search", "fhir:history"})
+
+
+def _audit_action(segments: list[str], method: str) -> str | None:
+    """The structured audit action of a request; None for metadata and Bundles (whose entries
+    are audited one by one)."""
+    if not segments:
+        return "fhir:search" if method == "GET" else None
+    if segments[0] == "metadata":
+        return None
+    operation = next((s for s in segments if s.startswith("$")), None)
+    if operation is not None:
+        return f"fhir:operation:{operation[1:]}"
+    if "_history" in segments:
+        return "fhir:vread" if len(segments) == 4 else "fhir:history"
+    if method == "GET" or segments[-1] == "_search":
+        return "fhir:read" if len(segments) == 2 else "fhir:search"
+    return {"POST": "fhir:create", "PUT": "fhir:update", "PATCH": "fhir:patch", "DELETE": "fhir:delete"}.get(
+        method
+    )
+
+
+def _returned(response: FhirResponse) -> list[StoredResource]:
+    if response.returned is not None:
+        return response.returned
+    if response.stored is not None:
+        return [response.stored]
+    body = response.resource
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        # An operation's Bundle: its entries' identities are what was disclosed.
+        found: list[StoredResource] = []
+        for entry in body.get("entry", ()):
+            parts = str(entry.get("fullUrl", "")).rsplit("/", 2)
+            if len(parts) == 3:
+                found.append(StoredResource(parts[1], parts[2], 0, "", False, None))
+        return found
+    return []
 
 
 def _lenient(request: FhirRequest) -> bool:
@@ -105,10 +147,31 @@ class FhirRouter:
         segments = [s for s in request.path.strip("/").split("/") if s]
         method = request.method.upper()
         query = tuple((k, v) for k, v in request.query if k not in _FORMAT_PARAMS)
-        handler = self._route(segments, method)
-        if segments and not segments[0].startswith(("$", "_")) and segments[0] != "metadata":
-            repo.check_type(segments[0])
-        return handler(repo, request, segments, query)
+        action = _audit_action(segments, method)
+        try:
+            handler = self._route(segments, method)
+            if segments and not segments[0].startswith(("$", "_")) and segments[0] != "metadata":
+                repo.check_type(segments[0])
+            response = handler(repo, request, segments, query)
+        except GarrisonError as error:
+            if repo.context.audited and action is not None:
+                patient = segments[1] if len(segments) >= 2 and segments[0] == "Patient" else None
+                detail = {"path": request.path, "query": list(query)}
+                repo.audit.append(failure_record(repo.context, action, error, patient, detail))
+            raise
+        if repo.context.audited and action is not None and (
+            action in _ACCESS_ACTIONS or action.startswith("fhir:operation:")
+        ):
+            repo.audit.extend(
+                access_records(
+                    repo.context,
+                    action,
+                    _returned(response),
+                    {"path": request.path, "query": list(query)},
+                    patient=segments[1] if len(segments) == 3 and segments[0] == "Patient" else None,
+                )
+            )
+        return response
 
     # ------------------------------------------------------------------------------ routing
 
@@ -225,7 +288,9 @@ class FhirRouter:
             resource_type=seg[0], params=self._search_params(request, query), lenient=_lenient(request)
         )
         page = repo.search(search)
-        return FhirResponse(200, search_bundle(page, search, self.base_url))
+        return FhirResponse(
+            200, search_bundle(page, search, self.base_url), returned=[*page.matches, *page.included]
+        )
 
     def _system_search(
         self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
@@ -234,7 +299,9 @@ class FhirRouter:
             resource_type=None, params=self._search_params(request, query), lenient=_lenient(request)
         )
         page = repo.search(search)
-        return FhirResponse(200, search_bundle(page, search, self.base_url))
+        return FhirResponse(
+            200, search_bundle(page, search, self.base_url), returned=[*page.matches, *page.included]
+        )
 
     def _compartment_search(
         self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
@@ -251,7 +318,9 @@ class FhirRouter:
             lenient=_lenient(request),
         )
         page = repo.search(search)
-        return FhirResponse(200, search_bundle(page, search, self.base_url))
+        return FhirResponse(
+            200, search_bundle(page, search, self.base_url), returned=[*page.matches, *page.included]
+        )
 
     def _history(
         self, repo: Repository, request: FhirRequest, seg: list[str], query: tuple[tuple[str, str], ...]
@@ -261,14 +330,17 @@ class FhirRouter:
         if resource_type is not None:
             repo.check_type(resource_type)
         if resource_type is not None and resource_id is not None:
+            repo.guard.require("read", resource_type)
             current = repo.get_current(resource_type, resource_id)
-            if current is None:
+            if current is None or not repo.sees_id(resource_type, resource_id):
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
+        elif resource_type is not None:
+            repo.guard.require("search", resource_type)
         repo.flush()
         history_request = HistoryRequest(resource_type, resource_id, query)
-        page = read_history(repo.connection, repo.settings, history_request)
+        page = read_history(repo.connection, repo.settings, history_request, guard=repo.guard)
         bundle = history_bundle(page, history_request, self.base_url, "/".join(seg))
-        return FhirResponse(200, bundle)
+        return FhirResponse(200, bundle, returned=[entry.stored for entry in page.entries])
 
     # ------------------------------------------------------------------------------- writing
 
@@ -369,6 +441,7 @@ class FhirRouter:
         operation = OPERATIONS.get(name)
         if operation is None or not operation.applies_to(resource_type, resource_id):
             raise NotSupported(f"Operation {name} is not supported on '/{'/'.join(seg)}'")
+        repo.guard.require_operation(name.removeprefix("$"))
         call = OperationCall(
             resource_type=resource_type,
             resource_id=resource_id,

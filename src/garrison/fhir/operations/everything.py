@@ -39,6 +39,8 @@ class PatientEverything:
         patient = repo.read("Patient", call.resource_id)
         count, since, types, cursor = _parse(call, repo.settings.max_page_size)
         keys = _member_keys(repo, patient.id)
+        if not repo.guard.unrestricted:
+            keys = _visible(repo, keys)
         if types is not None:
             keys = [k for k in keys if k[0] in types]
         if cursor is not None:
@@ -126,6 +128,16 @@ def _member_keys(repo: Repository, patient_id: str) -> list[tuple[str, str]]:
         referenced.update((t.target_type, t.target_id) for t in targets if t.target_type)
     # One global order (not "patient first") so that a (type, id) cursor pages it exactly.
     return sorted(members | referenced | {("Patient", patient_id)})
+
+
+def _visible(repo: Repository, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Only what the caller may see: readable types, and rows its guard admits."""
+    admitted: set[tuple[str, str]] = set()
+    for resource_type, ids in _by_type(keys):
+        if repo.guard.allows("read", resource_type):
+            seen = repo.guard.visible_ids(repo.connection, resource_type, ids)
+            admitted.update((resource_type, i) for i in seen)
+    return [k for k in keys if k in admitted]
 
 
 def _by_type(keys: set[tuple[str, str]] | list[tuple[str, str]]) -> list[tuple[str, list[str]]]:

@@ -9,7 +9,7 @@ specifications are applied again to what the previous round added, up to
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +48,10 @@ def fetch_included(
     *,
     max_depth: int,
     max_resources: int,
+    admit: Callable[[Sequence[Key]], list[Key]] | None = None,
 ) -> IncludeResult:
-    """Resources to include for `matches`; TooCostly past `max_resources` of them."""
+    """Resources to include for `matches`; TooCostly past `max_resources` of them. `admit`
+    keeps only the keys the caller may see (the access guard); None admits all."""
     result = IncludeResult()
     if not specs or not matches:
         return result
@@ -74,6 +76,8 @@ def fetch_included(
             found.extend(_reverse_sources(connection, reverse, by_type, ctx))
         fresh = [k for k in dict.fromkeys(found) if k not in seen]
         seen.update(fresh)
+        if admit is not None:
+            fresh = admit(fresh)
         frontier = fetch_resources(connection, fresh)
         result.resources.extend(frontier)
         if len(result.resources) > max_resources:

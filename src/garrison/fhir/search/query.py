@@ -19,9 +19,11 @@ Choices the spec leaves to the server:
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select
@@ -45,6 +47,9 @@ from garrison.fhir.search.paging import (
 from garrison.fhir.search.parse import ParsedSearch, SearchParser, SimpleFilter
 from garrison.fhir.search.predicates import MatchContext
 from garrison.settings import Settings
+
+if TYPE_CHECKING:  # the guard builds search conditions itself, so it imports this package
+    from garrison.fhir.authz.guard import Guard
 
 __all__ = [
     "SearchPage",
@@ -95,14 +100,23 @@ def _filter_conditions(
     parsed: ParsedSearch,
     compartment: tuple[str, str] | None,
     res: Any,
+    *,
+    guard: Guard | None,
 ) -> list[ColumnElement[bool]]:
-    """The WHERE clause (ANDed) of a search over `res`: type, not deleted, compartment, filters."""
+    """The WHERE clause (ANDed) of a search over `res`: type, not deleted, compartment, filters,
+    and what the caller may see."""
+    restricted = guard is not None and not guard.unrestricted
 
     def type_conditions(resource_type: str) -> list[ColumnElement[bool]]:
         conditions = builder.conditions(resource_type, parsed.filters[resource_type], res)
         if compartment is not None:
             params = definitions.compartments.get(compartment[0], {}).get(resource_type, ())
             conditions.append(builder.compartment_condition(resource_type, compartment, params, res))
+        if restricted:
+            assert guard is not None
+            visible = guard.visible(resource_type, res, builder.alias, "search")
+            if visible is not None:
+                conditions.append(visible)
         return conditions
 
     where: list[ColumnElement[bool]] = [res.c.deleted == false()]
@@ -115,7 +129,7 @@ def _filter_conditions(
         return where
     everything = len(parsed.types) == len(definitions.resource_types)
     first = parsed.filters[parsed.types[0]]
-    if compartment is None and all(
+    if not restricted and compartment is None and all(
         isinstance(f, SimpleFilter) and f.param.code in RESOURCE_LEVEL_PARAMS for f in first
     ):
         # Only parameters every type shares: one condition for all the types at once. The type
@@ -153,7 +167,12 @@ def _compartment_types(definitions: Definitions, request: SearchRequest) -> tupl
 
 
 def execute_search(
-    connection: Connection, definitions: Definitions, settings: Settings, request: SearchRequest
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    request: SearchRequest,
+    *,
+    guard: Guard | None = None,
 ) -> SearchPage:
     """Run a search and return one page of it (https://hl7.org/fhir/R4/search.html).
 
@@ -166,11 +185,14 @@ def execute_search(
     )
     if parsed.summary == "count":
         parsed.count = 0
+    if guard is not None and not guard.unrestricted:
+        # A whole-system search covers only the types the caller may search.
+        parsed.types = tuple(guard.readable_types("search", parsed.types))
     ctx = _context(connection, definitions, settings)
     aliases = Aliases()
     builder = ConditionBuilder(ctx, aliases)
     res = aliases(resource)
-    where = _filter_conditions(builder, definitions, parsed, request.compartment, res)
+    where = _filter_conditions(builder, definitions, parsed, request.compartment, res, guard=guard)
     position = decode_cursor(parsed.cursor) if parsed.cursor else None
     single_type = len(parsed.types) == 1
 
@@ -235,6 +257,7 @@ def execute_search(
             ctx,
             max_depth=settings.max_include_depth,
             max_resources=settings.max_bundle_entries,
+            admit=_admitter(connection, guard),
         )
         included = result.resources
         if result.truncated:
@@ -257,8 +280,36 @@ def execute_search(
     )
 
 
+def _admitter(
+    connection: Connection, guard: Guard | None
+) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]] | None:
+    """For `_include`/`_revinclude`: keep only the keys the caller may see."""
+    if guard is None or guard.unrestricted:
+        return None
+    checked = guard
+
+    def admit(keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for resource_type, resource_id in keys:
+            by_type[resource_type].append(resource_id)
+        visible: set[tuple[str, str]] = set()
+        for resource_type, ids in by_type.items():
+            if checked.allows("read", resource_type):
+                seen = checked.visible_ids(connection, resource_type, ids)
+                visible.update((resource_type, i) for i in seen)
+        return [k for k in keys if k in visible]
+
+    return admit
+
+
 def find_matching_ids(
-    connection: Connection, definitions: Definitions, settings: Settings, resource_type: str, query: str
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    resource_type: str,
+    query: str,
+    *,
+    guard: Guard | None = None,
 ) -> list[str]:
     """Ids of current `resource_type` resources matching `query` (the url-encoded part after `?`).
 
@@ -275,13 +326,14 @@ def find_matching_ids(
     aliases = Aliases()
     builder = ConditionBuilder(_context(connection, definitions, settings), aliases)
     res = aliases(resource)
+    conditions = builder.conditions(resource_type, filters, res)
+    if guard is not None and not guard.unrestricted:
+        visible = guard.visible(resource_type, res, aliases, "search")
+        if visible is not None:
+            conditions.append(visible)
     statement = (
         select(res.c.id)
-        .where(
-            res.c.resource_type == resource_type,
-            res.c.deleted == false(),
-            *builder.conditions(resource_type, filters, res),
-        )
+        .where(res.c.resource_type == resource_type, res.c.deleted == false(), *conditions)
         .order_by(res.c.id)
     )
     return [row[0] for row in connection.execute(statement)]

@@ -1,0 +1,1 @@
+"""Authorisation inside the FHIR repository."""

@@ -1,0 +1,301 @@
+"""The repository's guard: the access policy and the caller's context, turned into decisions.
+
+Every Repository owns one Guard. Type-level questions (may a nurse create a MedicationRequest?)
+are answered from the policy and the token's SMART scopes and refused with 403. Record-level
+questions (is this Observation in a record the caller may see?) become SQL conditions that every
+read, search, include, history and operation applies, so another patient's resource, or a
+labelled one the caller may not see, behaves exactly like one that does not exist: no 403 that
+confirms it, no count that includes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, not_, or_, select, true
+
+from garrison.clock import now
+from garrison.db.schema import resource, search_reference, search_token
+from garrison.errors import Forbidden
+from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.policy import AccessPolicy, Interaction, Label, RolePolicy, policy_from
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.search.aliases import Aliases
+from garrison.fhir.search.conditions import ConditionBuilder
+from garrison.fhir.search.parse import SearchParser
+from garrison.fhir.search.predicates import MatchContext, local_reference
+from garrison.settings import Settings
+
+PATIENT = "Patient"
+
+
+class Guard:
+    """Decisions for one caller. Cheap to build; holds no connection state beyond the statement
+    conditions it hands out."""
+
+    def __init__(
+        self, definitions: Definitions, settings: Settings, context: AccessContext, dialect: str
+    ) -> None:
+        self.definitions = definitions
+        self.dialect = dialect
+        self.settings = settings
+        self.context = context
+        self.policy: AccessPolicy = policy_from(definitions)
+        self.role: RolePolicy | None = self.policy.role(context.role)
+        self._compartment = definitions.compartments[PATIENT]
+
+    # ------------------------------------------------------------------------ type level
+
+    @property
+    def unrestricted(self) -> bool:
+        """Sees every record with no condition at all (internal jobs, full backend clients)."""
+        return (
+            self.role is not None
+            and self.role.patients == "all"
+            and not self.role.withheld_labels
+            and self.context.scopes is None
+        )
+
+    def allows(self, interaction: Interaction, resource_type: str) -> bool:
+        if self.role is None or not self.role.allows(interaction, resource_type):
+            return False
+        scopes = self.context.scopes
+        return scopes is None or scopes.permits(interaction, resource_type)
+
+    def require(self, interaction: Interaction, resource_type: str) -> None:
+        # https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html: a request outside
+        # the granted scopes is refused; the type and interaction are not secrets, so 403 says so.
+        if not self.allows(interaction, resource_type):
+            raise Forbidden(f"Your role or authorisation does not allow {interaction} on {resource_type}")
+
+    def readable_types(self, interaction: Interaction, candidates: Iterable[str]) -> list[str]:
+        return [t for t in candidates if self.allows(interaction, t)]
+
+    def require_operation(self, name: str) -> None:
+        if self.role is None or not self.role.allows_operation(name):
+            raise Forbidden(f"Your role does not allow the ${name} operation")
+
+    def may_label(self) -> bool:
+        return self.role is not None and self.role.label_resources
+
+    # ---------------------------------------------------------------------- record level
+
+    def visible(
+        self, resource_type: str, res: Any, aliases: Aliases, interaction: Interaction = "read"
+    ) -> ColumnElement[bool] | None:
+        """The SQL condition a row of `resource_type` (aliased `res`) must meet to be seen by this
+        caller, or None when every row of the type is visible. The caller must have checked the
+        type-level permission already."""
+        role = self.role
+        if role is None:
+            return false()
+        conditions: list[ColumnElement[bool]] = []
+        clinical = resource_type in self.policy.clinical_types
+        if clinical:
+            patients = self._patient_condition(resource_type, res, aliases, role)
+            if patients is not None:
+                conditions.append(patients)
+        labels = self._label_condition(resource_type, res, aliases, role)
+        if labels is not None:
+            conditions.append(labels)
+        granular = self._granular_condition(interaction, resource_type, res, aliases)
+        if granular is not None:
+            conditions.append(granular)
+        if not conditions:
+            return None
+        return conditions[0] if len(conditions) == 1 else and_(*conditions)
+
+    def can_see(self, connection: Connection, resource_type: str, resource_id: str) -> bool:
+        """Whether the current row of `resource_type/resource_id` is visible (False if absent)."""
+        aliases = Aliases()
+        res = aliases(resource)
+        condition = self.visible(resource_type, res, aliases)
+        query = select(res.c.id).where(res.c.resource_type == resource_type, res.c.id == resource_id)
+        if condition is not None:
+            query = query.where(condition)
+        return connection.execute(query).first() is not None
+
+    def visible_ids(self, connection: Connection, resource_type: str, ids: Sequence[str]) -> set[str]:
+        """The subset of `ids` (current resources of one type) this caller may see."""
+        if not ids:
+            return set()
+        aliases = Aliases()
+        res = aliases(resource)
+        condition = self.visible(resource_type, res, aliases)
+        query = select(res.c.id).where(res.c.resource_type == resource_type, res.c.id.in_(list(ids)))
+        if condition is not None:
+            query = query.where(condition)
+        return {row[0] for row in connection.execute(query)}
+
+    def patients_reached(self, connection: Connection, patient_ids: Iterable[str]) -> bool:
+        """Whether every patient in `patient_ids` is within this caller's reach (for writes)."""
+        wanted = set(patient_ids)
+        if not wanted:
+            return True
+        return self.visible_ids(connection, PATIENT, sorted(wanted)) == wanted
+
+    # ---------------------------------------------------------------------------- parts
+
+    def _patient_condition(
+        self, resource_type: str, res: Any, aliases: Aliases, role: RolePolicy
+    ) -> ColumnElement[bool] | None:
+        reach = role.patients
+        if reach in ("all", "enterprise"):
+            return None
+        if reach == "none":
+            # Rows of these types that belong to no patient (a clinic's Schedule) stay visible.
+            if resource_type == PATIENT:
+                return false()
+            return not_(self._in_patients(resource_type, res, aliases, None))
+        if reach == "own":
+            if self.context.patient is None:
+                return false()
+            return self._in_patients(resource_type, res, aliases, [self.context.patient])
+        # care: patients with a relationship to the user's facility, plus break-the-glass ones.
+        reached: list[ColumnElement[bool]] = []
+        if self.context.facility is not None:
+            reached.append(self._in_patients(resource_type, res, aliases, self._care_patients(aliases)))
+        if self.context.break_glass:
+            reached.append(self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass)))
+        if not reached:
+            return false()
+        return reached[0] if len(reached) == 1 else or_(*reached)
+
+    def _in_patients(
+        self, resource_type: str, res: Any, aliases: Aliases, patients: Sequence[str] | Select[Any] | None
+    ) -> ColumnElement[bool]:
+        """Rows in the Patient compartment of one of `patients` (a list or a SELECT of ids; None
+        means any patient). https://hl7.org/fhir/R4/compartmentdefinition-patient.html"""
+        params = [p for p in self._compartment.get(resource_type, ()) if p != "{def}"]
+        options: list[ColumnElement[bool]] = []
+        if resource_type == PATIENT:
+            options.append(res.c.id.in_(patients) if patients is not None else true())
+        if params:
+            sr = aliases(search_reference)
+            options.append(
+                exists().where(
+                    sr.c.resource_type == resource_type,
+                    sr.c.resource_id == res.c.id,
+                    sr.c.param.in_(params) if len(params) > 1 else sr.c.param == params[0],
+                    sr.c.target_type == PATIENT,
+                    sr.c.target_id.in_(patients) if patients is not None else true(),
+                    local_reference(sr, self._match_context()),
+                )
+            )
+        if not options:
+            return false()
+        return options[0] if len(options) == 1 else or_(*options)
+
+    def _care_patients(self, aliases: Aliases) -> Select[Any]:
+        """Patients with a care relationship to the user's facility: registered there
+        (managingOrganization), with a primary care manager there, or seen there (an Encounter
+        whose serviceProvider is the facility). Every facility then sees the whole record."""
+        facility = self.context.facility
+        registered = aliases(search_reference)
+        by_registration = select(registered.c.resource_id).where(
+            registered.c.resource_type == PATIENT,
+            registered.c.param == "organization",
+            registered.c.target_type == "Organization",
+            registered.c.target_id == facility,
+        )
+        provider = aliases(search_reference)
+        subject = aliases(search_reference)
+        by_encounter = (
+            select(subject.c.target_id)
+            .select_from(provider)
+            .join(
+                subject,
+                and_(
+                    subject.c.resource_type == "Encounter",
+                    subject.c.resource_id == provider.c.resource_id,
+                    subject.c.param == "patient",
+                    subject.c.target_type == PATIENT,
+                ),
+            )
+            .where(
+                provider.c.resource_type == "Encounter",
+                provider.c.param == "service-provider",
+                provider.c.target_type == "Organization",
+                provider.c.target_id == facility,
+            )
+        )
+        gp = aliases(search_reference)
+        role_org = aliases(search_reference)
+        by_primary_care = (
+            select(gp.c.resource_id)
+            .select_from(gp)
+            .join(
+                role_org,
+                and_(
+                    role_org.c.resource_type == "PractitionerRole",
+                    role_org.c.resource_id == gp.c.target_id,
+                    role_org.c.param == "organization",
+                    role_org.c.target_type == "Organization",
+                    role_org.c.target_id == facility,
+                ),
+            )
+            .where(
+                gp.c.resource_type == PATIENT,
+                gp.c.param == "general-practitioner",
+                gp.c.target_type == "PractitionerRole",
+            )
+        )
+        return by_registration.union(by_encounter, by_primary_care)  # type: ignore[return-value]
+
+    def _label_condition(
+        self, resource_type: str, res: Any, aliases: Aliases, role: RolePolicy
+    ) -> ColumnElement[bool] | None:
+        """Labelled resources the role may not see are invisible, unless break-the-glass opened
+        the patient's record (https://hl7.org/fhir/R4/security-labels.html)."""
+        withheld = sorted(role.withheld_labels)
+        if not withheld:
+            return None
+        st = aliases(search_token)
+        labelled = exists().where(
+            st.c.resource_type == resource_type,
+            st.c.resource_id == res.c.id,
+            st.c.param == "_security",
+            _label_in(st, withheld),
+        )
+        hidden: ColumnElement[bool] = not_(labelled)
+        if self.context.break_glass and resource_type in self.policy.clinical_types:
+            opened = self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass))
+            return or_(hidden, opened)
+        return hidden
+
+    def _granular_condition(
+        self, interaction: Interaction, resource_type: str, res: Any, aliases: Aliases
+    ) -> ColumnElement[bool] | None:
+        """SMART v2 granular scopes (`patient/Observation.rs?category=laboratory`)."""
+        scopes = self.context.scopes
+        if scopes is None:
+            return None
+        check: Interaction = "search" if interaction == "search" else "read"
+        alternatives = scopes.filters(check, resource_type)
+        if alternatives is None:
+            return None
+        if not alternatives:
+            return false()
+        builder = ConditionBuilder(self._match_context(), aliases)
+        parser = SearchParser(self.definitions, self.settings)
+        options: list[ColumnElement[bool]] = []
+        for filters in alternatives:
+            parsed = parser.parse_filters(resource_type, list(filters))
+            options.append(and_(true(), *builder.conditions(resource_type, parsed, res)))
+        return options[0] if len(options) == 1 else or_(*options)
+
+    def _match_context(self) -> MatchContext:
+        return MatchContext(
+            resource_types=self.definitions.resource_types,
+            base_url=self.settings.base_url.rstrip("/"),
+            dialect=self.dialect,
+            now=now().replace(tzinfo=None),
+        )
+
+
+def _label_in(st: Any, labels: Sequence[Label]) -> ColumnElement[bool]:
+    if not labels:
+        return false()
+    return or_(*(and_(st.c.system == system, st.c.code == code) for system, code in labels))
+

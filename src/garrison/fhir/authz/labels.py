@@ -1,0 +1,38 @@
+"""What a resource version says about itself for access decisions: its security labels and the
+patients whose compartment it is in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.search.indexer import IndexRows
+
+Label = tuple[str, str]
+
+
+def security_labels(content: str | None) -> set[Label]:
+    """`meta.security` as (system, code) pairs (https://hl7.org/fhir/R4/security-labels.html)."""
+    if not content:
+        return set()
+    meta = orjson.loads(content).get("meta") or {}
+    labels: list[Any] = meta.get("security") or []
+    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in labels if isinstance(c, dict)}
+
+
+def compartment_patients(
+    definitions: Definitions, resource_type: str, resource_id: str, index_rows: IndexRows
+) -> set[str]:
+    """Ids of the patients whose compartment this version is in, from its own reference rows
+    (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
+    params = set(definitions.compartments["Patient"].get(resource_type, ()))
+    patients = {
+        row["target_id"]
+        for row in index_rows.by_table.get("reference", ())
+        if row["param"] in params and row.get("target_type") == "Patient" and row.get("url") is None
+    }
+    if resource_type == "Patient":
+        patients.add(resource_id)
+    return patients

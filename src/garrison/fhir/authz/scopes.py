@@ -1,0 +1,88 @@
+"""SMART on FHIR scopes (App Launch 1.0 and 2.x), parsed into what the repository checks.
+
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html:
+`patient/Observation.rs`, `user/*.cruds`, granular `patient/Observation.rs?category=laboratory`,
+and the v1 forms `patient/Observation.read`, `user/*.write`, `system/*.*`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from garrison.fhir.authz.policy import Interaction
+
+ScopeLevel = Literal["patient", "user", "system"]
+
+_LETTER_INTERACTION: dict[str, Interaction] = {
+    "c": "create",
+    "r": "read",
+    "u": "update",
+    "d": "delete",
+    "s": "search",
+}
+_V1_LETTERS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeGrant:
+    level: ScopeLevel
+    resource_type: str  # a type or "*"
+    interactions: frozenset[Interaction]
+    filters: tuple[tuple[str, str], ...]  # granular scope: search parameters the data must match
+
+    def covers(self, interaction: Interaction, resource_type: str) -> bool:
+        return interaction in self.interactions and self.resource_type in ("*", resource_type)
+
+
+def parse_scope(scope: str) -> ScopeGrant | None:
+    """One clinical-data scope, or None for anything else (openid, launch/patient, offline_access)."""
+    level, slash, rest = scope.partition("/")
+    if not slash or level not in ("patient", "user", "system"):
+        return None
+    rest, _, query = rest.partition("?")
+    resource_type, dot, letters = rest.partition(".")
+    if not dot or not resource_type:
+        return None
+    letters = _V1_LETTERS.get(letters, letters)
+    if not letters or any(ch not in _LETTER_INTERACTION for ch in letters):
+        return None
+    # v2 requires the letters in the order c, r, u, d, s.
+    if "".join(sorted(letters, key="cruds".index)) != letters:
+        return None
+    return ScopeGrant(
+        level=level,  # type: ignore[arg-type]  # checked just above
+        resource_type=resource_type,
+        interactions=frozenset(_LETTER_INTERACTION[ch] for ch in letters),
+        filters=tuple(parse_qsl(query, keep_blank_values=False)) if query else (),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSet:
+    """The clinical-data scopes of one token. A first-party session has no ScopeSet at all."""
+
+    grants: tuple[ScopeGrant, ...]
+
+    @classmethod
+    def parse(cls, scope_string: str) -> ScopeSet:
+        grants = [parse_scope(s) for s in scope_string.split()]
+        return cls(tuple(g for g in grants if g is not None))
+
+    def permits(self, interaction: Interaction, resource_type: str) -> bool:
+        return any(g.covers(interaction, resource_type) for g in self.grants)
+
+    def filters(
+        self, interaction: Interaction, resource_type: str
+    ) -> list[tuple[tuple[str, str], ...]] | None:
+        """Granular restrictions: None when some grant covers the type without filters;
+        otherwise the alternatives (any one of them suffices)."""
+        alternatives: list[tuple[tuple[str, str], ...]] = []
+        for grant in self.grants:
+            if not grant.covers(interaction, resource_type):
+                continue
+            if not grant.filters:
+                return None
+            alternatives.append(grant.filters)
+        return alternatives
