@@ -10,18 +10,24 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
+from joserfc.jwk import RSAKey
 from sqlalchemy import Engine, text
 
+from garrison.audit.schema import append_only_suspended
 from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
 from garrison.db.schema import metadata
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.repository import Repository
+from garrison.oauth.clients import register_client
+from garrison.oauth.tokens import TokenGrant, issue_access_token
 from garrison.settings import Settings
 from tests.pg_cluster import PgCluster, free_port, start_cluster
 
@@ -69,7 +75,8 @@ def backend_engine(
 
 def clear_tables(engine: Engine) -> None:
     names = [t.name for t in metadata.sorted_tables]
-    with write_transaction(engine) as connection:
+    # The audit tables refuse UPDATE/DELETE/TRUNCATE; emptying them between tests is the one exception.
+    with write_transaction(engine) as connection, append_only_suspended(connection):
         if engine.dialect.name == "postgresql":
             connection.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY"))
         else:
@@ -95,14 +102,28 @@ def repo(engine: Engine, definitions: Definitions, settings: Settings) -> Iterat
         yield Repository(connection, definitions, settings, AccessContext.system("tests"))
 
 
+@cache
+def _backend_jwks() -> dict[str, Any]:
+    """The public JWKS of the test suite's own backend client (a key made at run time)."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "test-suite"}, private=True)
+    return {"keys": [key.as_dict(private=False)]}
+
+
 class LiveServer:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, data_dir: Path) -> None:
         from garrison.web.app import create_app
 
+        self.engine = engine
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.fhir = f"{self.base}/fhir"
-        settings = Settings(database_url=engine.url.render_as_string(hide_password=False), base_url=self.fhir)
+        settings = Settings(
+            database_url=engine.url.render_as_string(hide_password=False),
+            base_url=self.fhir,
+            data_dir=data_dir,
+        )
+        self.settings = settings
+        self.token = ""
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -119,10 +140,30 @@ class LiveServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
+    def authorize(self, scopes: tuple[str, ...] = ("system/*.cruds",)) -> None:
+        """Register a backend client and hold a token for it (the token endpoint's own flows are
+        tested in test_oauth_*; here the suite only needs to be a trusted system)."""
+        with write_transaction(self.engine) as connection:
+            registered = register_client(
+                connection, name="test suite", client_type="backend", scopes=scopes, jwks=_backend_jwks()
+            )
+            issued = issue_access_token(
+                connection,
+                self.settings,
+                TokenGrant(client_id=registered.client.client_id, scopes=scopes, role="system"),
+            )
+        self.token = issued.token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
 
 @pytest.fixture(scope="session")
-def live_server_session(backend_engine: Engine) -> Iterator[LiveServer]:
-    server = LiveServer(backend_engine)
+def live_server_session(
+    backend_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    server = LiveServer(backend_engine, tmp_path_factory.mktemp("server-data"))
     server.start()
     yield server
     server.stop()
@@ -130,5 +171,7 @@ def live_server_session(backend_engine: Engine) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def server(live_server_session: LiveServer, engine: Engine) -> LiveServer:
-    """A real HTTP server (uvicorn) on 127.0.0.1 over the test database, emptied for each test."""
+    """A real HTTP server (uvicorn) on 127.0.0.1 over the test database, emptied for each test,
+    with a system token for the test in `server.headers`."""
+    live_server_session.authorize()
     return live_server_session

@@ -15,7 +15,7 @@ from tests.conftest import LiveServer
 @pytest.fixture
 def client(server: LiveServer) -> httpx.Client:
     with httpx.Client(
-        base_url=server.fhir, headers={"Content-Type": "application/fhir+json"}, timeout=120
+        base_url=server.fhir, headers={"Content-Type": "application/fhir+json", **server.headers}, timeout=120
     ) as c:
         yield c  # type: ignore[misc]
 

@@ -24,7 +24,9 @@ T = TypeVar("T")
 
 @pytest.fixture
 def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.fhir, headers={"Content-Type": FHIR_JSON}, timeout=60) as c:
+    with httpx.Client(
+        base_url=server.fhir, headers={"Content-Type": FHIR_JSON, **server.headers}, timeout=60
+    ) as c:
         yield c
 
 
@@ -33,7 +35,9 @@ def race(server: LiveServer, count: int, request: Callable[[httpx.Client, int], 
     barrier = threading.Barrier(count, timeout=30)
 
     def run(n: int) -> T:
-        with httpx.Client(base_url=server.fhir, headers={"Content-Type": FHIR_JSON}, timeout=60) as c:
+        with httpx.Client(
+            base_url=server.fhir, headers={"Content-Type": FHIR_JSON, **server.headers}, timeout=60
+        ) as c:
             c.get("/metadata")  # open the connection before the start signal
             barrier.wait()
             return request(c, n)

@@ -226,7 +226,9 @@ def test_match_over_http(server: LiveServer, repo: Repository) -> None:
     load(repo, list(people.values()))
     repo.connection.commit()
     query = _transposed(registration_of(people["john"]))
-    response = httpx.post(f"{server.fhir}/Patient/$match", json=_parameters(query), timeout=30)
+    response = httpx.post(
+        f"{server.fhir}/Patient/$match", json=_parameters(query), headers=server.headers, timeout=30
+    )
     assert response.status_code == 200, response.text
     entries = response.json()["entry"]
     assert entries[0]["resource"]["id"] == "carter-john"

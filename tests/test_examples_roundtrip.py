@@ -151,7 +151,7 @@ VALIDATED = [
 def test_validate_operation_accepts_examples(server: LiveServer, shared_testdata: Path) -> None:
     examples = shared_testdata / "fhir-r4" / "examples"
     with httpx.Client(
-        base_url=server.fhir, headers={"Content-Type": "application/fhir+json"}, timeout=60
+        base_url=server.fhir, headers={"Content-Type": "application/fhir+json", **server.headers}, timeout=60
     ) as c:
         for name in VALIDATED:
             example = orjson.loads((examples / name).read_bytes())

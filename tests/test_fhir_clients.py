@@ -39,6 +39,8 @@ MRN = "urn:test:mrn"
 def smart(server: LiveServer) -> FHIRClient:
     client = FHIRClient(settings={"app_id": "garrison-tests", "api_base": server.fhir})
     assert client.server is not None
+    # A backend token, as a SMART app would hold after authorising.
+    client.server.session.headers.update(server.headers)
     return client
 
 
@@ -216,7 +218,7 @@ def test_fhirclient_posts_a_transaction_bundle(smart: FHIRClient) -> None:
 
 @pytest.fixture
 def fhirpy(server: LiveServer) -> Iterator[SyncFHIRClient]:
-    yield SyncFHIRClient(server.fhir)
+    yield SyncFHIRClient(server.fhir, authorization=server.headers["Authorization"])
 
 
 def fhirpy_patient(client: SyncFHIRClient, family: str, mrn: str, born: str, **extra: Any) -> Any:

@@ -26,7 +26,9 @@ def patient(**extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def client(server: LiveServer) -> httpx.Client:
-    with httpx.Client(base_url=server.fhir, headers={"Content-Type": FHIR_JSON}, timeout=30) as c:
+    with httpx.Client(
+        base_url=server.fhir, headers={"Content-Type": FHIR_JSON, **server.headers}, timeout=30
+    ) as c:
         yield c  # type: ignore[misc]
 
 
@@ -182,7 +184,7 @@ def test_type_and_system_history(client: httpx.Client) -> None:
     system = client.get("/_history", params={"_count": 2}).json()
     assert len(system["entry"]) == 2
     next_link = next(link["url"] for link in system["link"] if link["relation"] == "next")
-    rest = httpx.get(next_link).json()
+    rest = client.get(next_link).json()
     assert len(rest["entry"]) == 1
     assert rest["entry"][0]["resource"]["resourceType"] == "Patient"
 

@@ -36,6 +36,9 @@ VA_ICN = f"{BASE}/sid/va-icn"
 DMIS_ID = f"{BASE}/sid/dmis-id"
 VA_STATION = f"{BASE}/sid/va-station-number"
 NPI = "http://hl7.org/fhir/sid/us-npi"
+# A RelatedPerson carrying this identifier (value: a Garrison account id) lets that account act
+# as a proxy for the RelatedPerson's patient while the RelatedPerson is active and in period.
+PROXY_ACCOUNT = f"{BASE}/sid/proxy-account"
 
 
 def mrn_system(facility_code: str) -> str:

@@ -10,6 +10,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from garrison.cli.accounts import accounts_group
+from garrison.cli.audit import audit
+from garrison.cli.clients import clients
 from garrison.cli.network import network
 from garrison.cli.patients import patients
 from garrison.cli.population import generate
@@ -71,6 +74,9 @@ def serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="warning",
         access_log=False,
+        # Garrison decides which proxies to believe (settings.trusted_proxies): uvicorn must not
+        # replace the TCP peer with X-Forwarded-For first (see garrison.identity.proxies).
+        proxy_headers=False,
     )
 
 
@@ -153,6 +159,9 @@ def demo(host: str, port: int, patients: int, seed: int) -> None:
     ctx.invoke(serve, host=host, port=port, workers=1)
 
 
+main.add_command(accounts_group)
+main.add_command(audit)
+main.add_command(clients)
 main.add_command(network)
 main.add_command(patients)
 main.add_command(generate)

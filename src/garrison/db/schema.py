@@ -159,5 +159,9 @@ INDEX_TABLES: dict[str, Table] = {
 
 # Domain packages keep their non-clinical tables beside their code, on this same metadata.
 import garrison.empi.tables  # noqa: E402, F401
+from garrison.audit import schema as _audit_tables  # noqa: E402, F401
+from garrison.identity import tables as _identity_tables  # noqa: E402, F401
 from garrison.network import tables as _network_tables  # noqa: E402, F401
+from garrison.oauth import tables as _oauth_tables  # noqa: E402, F401
 from garrison.population import tables as _population_tables  # noqa: E402, F401
+from garrison.privacy import tables as _privacy_tables  # noqa: E402, F401

@@ -1,17 +1,29 @@
-"""The ASGI application: the FHIR API under /fhir and a small landing page."""
+"""The ASGI application: sign-in and account pages, Garrison's OAuth 2 / SMART authorization
+server, and the FHIR API under /fhir, behind the security-headers and session middleware."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from garrison import empi
-from garrison.db.engine import make_engine
-from garrison.fhir.definitions import definitions_from
+from garrison.audit.sink import AuditSink
+from garrison.callers import connect_token_revocation, proxy_patients
+from garrison.db.engine import make_engine, read_transaction
+from garrison.fhir.definitions import Definitions, definitions_from
+from garrison.oauth.model import SignedInUser
 from garrison.settings import Settings
 from garrison.web.fhir_api import FhirApi
+from garrison.web.oauth import oauth_routes
+from garrison.web.security_headers import SecurityHeadersMiddleware
+from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
@@ -20,10 +32,45 @@ _LANDING = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Garrison</title></head>
 <body><main><h1>Garrison</h1>
-<p>The FHIR R4 API is at <a href="/fhir/metadata">/fhir</a>
-(<a href="/fhir/metadata">CapabilityStatement</a>,
-<a href="/fhir/Patient?_count=20">patients</a>).</p></main></body></html>
+<p><a href="/signin">Sign in</a> to your account.</p>
+<p>The FHIR R4 API is at <a href="/fhir/metadata">/fhir</a> (SMART on FHIR:
+<a href="/.well-known/smart-configuration">configuration</a>).</p></main></body></html>
 """
+
+
+def _oauth_user(
+    engine: Engine, definitions: Definitions, settings: Settings
+) -> Callable[[Request], SignedInUser | None]:
+    """The signed-in user as the authorization server sees it: which records they may launch."""
+
+    def user(request: Request) -> SignedInUser | None:
+        who = signed_in(request)
+        if who is None:
+            return None
+        patients: tuple[str, ...] = ()
+        if who.kind in ("patient", "proxy"):
+            with read_transaction(engine) as connection:
+                proxied = proxy_patients(connection, definitions, settings, who.account_id)
+            own = [who.fhir_user.removeprefix("Patient/")] if who.fhir_user.startswith("Patient/") else []
+            patients = (*own, *sorted(proxied - set(own)))
+        return SignedInUser(
+            account_id=who.account_id,
+            role=who.role,
+            fhir_user=who.fhir_user,
+            session_id=who.session_id,
+            patient_ids=patients,
+        )
+
+    return user
+
+
+def _closing(audit: AuditSink) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        audit.close()  # flush read audits still waiting to be written
+
+    return lifespan
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -31,7 +78,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = make_engine(settings.resolved_database_url())
     definitions = definitions_from(settings.definitions_dir)
     empi.register()  # Patient/$match, $merge, $unmerge
-    fhir_api = FhirApi(settings, engine, definitions)
+    connect_token_revocation()  # sign-out and disabled accounts take their tokens with them
+    audit = AuditSink(engine)
+    fhir_api = FhirApi(settings, engine, definitions, audit)
 
     async def landing(_request: Request) -> Response:
         return HTMLResponse(_LANDING)
@@ -39,9 +88,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", landing, methods=["GET"]),
+            *signin_routes(settings, engine),
+            # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
+            *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
             Route("/fhir", fhir_api.__call__, methods=_METHODS),
             Route("/fhir/{path:path}", fhir_api.__call__, methods=_METHODS),
-        ]
+        ],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(SessionMiddleware, settings=settings, engine=engine),
+        ],
+        lifespan=_closing(audit),
     )
     app.state.engine = engine
     app.state.settings = settings

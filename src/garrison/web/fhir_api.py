@@ -13,8 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from garrison.audit.chain import append_records
+from garrison.audit.records import AuditRecord
+from garrison.audit.sink import AuditSink
+from garrison.callers import context_for_token
+from garrison.clock import now
 from garrison.db.engine import read_transaction, write_transaction
-from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge
+from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge, Unauthorized
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import json_default, parse_json
@@ -29,23 +34,32 @@ _JSON_TYPES = ("application/fhir+json", "application/json", "application/json-pa
 _XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "xml")
 # Operations that only read, even when POSTed.
 _READ_ONLY_OPERATIONS = ("$validate", "$everything", "$match")
+# The only FHIR paths served without a token (checklist A1: the allow-list).
+PUBLIC_PATHS = frozenset({"metadata", ".well-known/smart-configuration"})
 
 
 class FhirApi:
     """One per application: holds the engine and definitions; each request gets its own repository."""
 
-    def __init__(self, settings: Settings, engine: Engine, definitions: Definitions) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, definitions: Definitions, audit: AuditSink
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.definitions = definitions
+        self.audit = audit
         self.router = FhirRouter(settings.base_url)
 
     async def __call__(self, request: Request) -> Response:
         try:
             fhir_request = await self._adapt(request)
-            response = await run_in_threadpool(self._execute, fhir_request)
+            source = request.client.host if request.client else None
+            response = await run_in_threadpool(self._execute, fhir_request, source)
         except GarrisonError as error:
             response = FhirResponse(error.status, error.operation_outcome())
+            if isinstance(error, Unauthorized):
+                # https://datatracker.ietf.org/doc/html/rfc6750#section-3
+                response.headers["WWW-Authenticate"] = 'Bearer realm="garrison"'
         except Exception:
             # Safety net: log the cause, answer without internals.
             log.exception("Unhandled error serving %s %s", request.method, request.url.path)
@@ -78,14 +92,59 @@ class FhirApi:
             body=body,
         )
 
-    def _execute(self, request: FhirRequest) -> FhirResponse:
-        # Until the security work binds callers to tokens, the API runs under one named context.
-        context = AccessContext.system("fhir-api")
+    def _execute(self, request: FhirRequest, source: str | None) -> FhirResponse:
+        if request.path.strip("/") in PUBLIC_PATHS and request.method.upper() == "GET":
+            with read_transaction(self.engine) as connection:
+                public = AccessContext.system("fhir-metadata")
+                return self.router.handle(
+                    Repository(connection, self.definitions, self.settings, public), request
+                )
+        context = self._caller(request, source)
         request = self.router.prepare(self.definitions, request)
-        transaction = read_transaction if _is_read_only(request) else write_transaction
-        with transaction(self.engine) as connection:
-            repo = Repository(connection, self.definitions, self.settings, context)
-            return self.router.handle(repo, request)
+        read_only = _is_read_only(request)
+        transaction = read_transaction if read_only else write_transaction
+        repo: Repository | None = None
+        try:
+            with transaction(self.engine) as connection:
+                repo = Repository(connection, self.definitions, self.settings, context)
+                response = self.router.handle(repo, request)
+                if not read_only and repo.audit:
+                    # Changes and their audit commit together (checklist U1).
+                    append_records(connection, repo.audit)
+        except GarrisonError:
+            if repo is not None:
+                # The transaction rolled back; what was refused or failed is still recorded.
+                failures = [r for r in repo.audit if r.outcome != "success"]
+                if failures:
+                    self.audit.record(failures)
+            raise
+        if read_only and repo.audit:
+            # Reads are audited before the data leaves the server.
+            self.audit.record(repo.audit)
+        return response
+
+    def _caller(self, request: FhirRequest, source: str | None) -> AccessContext:
+        try:
+            with read_transaction(self.engine) as connection:
+                return context_for_token(
+                    connection, self.definitions, self.settings, request.header("authorization"), source
+                )
+        except Unauthorized as error:
+            self.audit.record([_refused(request, source, error)])
+            raise
+
+
+def _refused(request: FhirRequest, source: str | None, error: Unauthorized) -> AuditRecord:
+    """An unauthenticated attempt (checklist U2): who is unknown, so the record says from where."""
+    return AuditRecord(
+        action="fhir:unauthenticated",
+        outcome="denied",
+        actor="anonymous",
+        role="anonymous",
+        recorded=now(),
+        source=source,
+        detail={"method": request.method, "path": request.path, "reason": error.message},
+    )
 
 
 def _is_read_only(request: FhirRequest) -> bool:

@@ -54,7 +54,7 @@ class Guard:
             self.role is not None
             and self.role.patients == "all"
             and not self.role.withheld_labels
-            and self.context.scopes is None
+            and (self.context.scopes is None or self.context.scopes.complete)
         )
 
     def allows(self, interaction: Interaction, resource_type: str) -> bool:
@@ -138,6 +138,24 @@ class Guard:
     # ---------------------------------------------------------------------------- parts
 
     def _patient_condition(
+        self, resource_type: str, res: Any, aliases: Aliases, role: RolePolicy
+    ) -> ColumnElement[bool] | None:
+        by_role = self._reach_condition(resource_type, res, aliases, role)
+        scopes = self.context.scopes
+        if (
+            role.patients != "own"
+            and scopes is not None
+            and scopes.grants
+            and all(g.level == "patient" for g in scopes.grants)
+        ):
+            # patient/ scopes reach only the patient in context, whatever the user's role reaches.
+            if self.context.patient is None:
+                return false()
+            own = self._in_patients(resource_type, res, aliases, [self.context.patient])
+            return own if by_role is None else and_(by_role, own)
+        return by_role
+
+    def _reach_condition(
         self, resource_type: str, res: Any, aliases: Aliases, role: RolePolicy
     ) -> ColumnElement[bool] | None:
         reach = role.patients

@@ -70,6 +70,14 @@ class ScopeSet:
         grants = [parse_scope(s) for s in scope_string.split()]
         return cls(tuple(g for g in grants if g is not None))
 
+    @property
+    def complete(self) -> bool:
+        """Every interaction on every type, unfiltered (`system/*.cruds`): narrows nothing."""
+        return any(
+            g.resource_type == "*" and len(g.interactions) == len(_LETTER_INTERACTION) and not g.filters
+            for g in self.grants
+        )
+
     def permits(self, interaction: Interaction, resource_type: str) -> bool:
         return any(g.covers(interaction, resource_type) for g in self.grants)
 

@@ -1,0 +1,188 @@
+"""The hash chain: append audit records in the caller's transaction.
+
+Each row's `hash` is SHA-256 over its predecessor's hash followed by the canonical JSON of the
+row's own fields, `seq` included (`row_hash`). Changing, removing, re-ordering or inserting a row
+therefore breaks the chain at that row, and `garrison.audit.verify` names it (checklist U3).
+
+Canonical JSON: UTF-8, keys sorted, no insignificant whitespace (orjson with OPT_SORT_KEYS); the
+`entities` and `detail` columns are hashed as the exact JSON text stored, so verification never
+depends on re-encoding parsed values.
+
+Writers serialise on the chain so that `seq` order, chain order and commit order are the same:
+PostgreSQL writers take a transaction-scoped advisory lock before reading the tail; SQLite has a
+single writer already (callers use `garrison.db.engine.write_transaction`, BEGIN IMMEDIATE). The
+primary key on `seq` backs this up: a writer that raced anyway fails instead of forking the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Connection, insert, select, text
+
+from garrison.audit.records import AuditRecord, Outcome
+from garrison.audit.schema import audit_log
+
+GENESIS = "0" * 64  # the prev_hash of seq 1
+# pg_advisory_xact_lock key of the audit chain: the ASCII bytes of "garrAUDT" (fits a signed bigint).
+CHAIN_LOCK_KEY = int.from_bytes(b"garrAUDT", "big")
+OUTCOMES: frozenset[str] = frozenset({"success", "denied", "failed"})
+
+# The fields each hash covers, besides the predecessor's hash.
+HASHED_FIELDS = (
+    "seq",
+    "recorded",
+    "action",
+    "outcome",
+    "actor",
+    "role",
+    "patient",
+    "entities",
+    "purpose_of_use",
+    "source",
+    "session",
+    "detail",
+)
+
+
+def format_recorded(moment: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text (32 characters), so text order is time order."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("audit times must be timezone-aware (use garrison.clock.now())")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def encode_record(record: AuditRecord) -> dict[str, Any]:
+    """The stored columns of `record` (all but seq, prev_hash and hash). Raises ValueError if the
+    record cannot be stored faithfully (naive time, unknown outcome, detail not JSON)."""
+    if record.outcome not in OUTCOMES:
+        raise ValueError(f"unknown audit outcome {record.outcome!r}")
+    if not record.action or not record.actor or not record.role:
+        raise ValueError("an audit record needs an action, an actor and a role")
+    try:
+        detail = canonical_json(dict(record.detail))
+    except TypeError as error:
+        raise ValueError(f"audit detail is not JSON: {error}") from error
+    return {
+        "recorded": format_recorded(record.recorded),
+        "action": record.action,
+        "outcome": record.outcome,
+        "actor": record.actor,
+        "role": record.role,
+        "patient": record.patient,
+        "entities": canonical_json(list(record.entities)),
+        "purpose_of_use": record.purpose_of_use,
+        "source": record.source,
+        "session": record.session,
+        "detail": detail,
+    }
+
+
+def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) -> str:
+    """SHA-256 (hex) over `prev_hash` + the canonical JSON of the row's hashed fields.
+
+    `seq` overrides the row's own (the verifier uses it to recognise a record moved elsewhere).
+    """
+    fields = {name: row[name] for name in HASHED_FIELDS}
+    if seq is not None:
+        fields["seq"] = seq
+    digest = hashlib.sha256(prev_hash.encode("ascii"))
+    digest.update(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()
+
+
+def chain_tail(connection: Connection) -> tuple[int, str]:
+    """(seq, hash) of the last row, or (0, GENESIS) for an empty log."""
+    c = audit_log.c
+    row = connection.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+
+
+def lock_chain(connection: Connection) -> None:
+    """Serialise chain writers until the caller's transaction ends (PostgreSQL; SQLite has one writer)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"))
+
+
+def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """Append rows made by `encode_record`; returns the (first, last) seq given to them."""
+    if not encoded:
+        return (0, 0)
+    lock_chain(connection)
+    seq, prev = chain_tail(connection)
+    first = seq + 1
+    rows: list[dict[str, Any]] = []
+    for fields in encoded:
+        seq += 1
+        row = {**fields, "seq": seq, "prev_hash": prev}
+        row["hash"] = prev = row_hash(row, row["prev_hash"])
+        rows.append(row)
+    connection.execute(insert(audit_log), rows)
+    return (first, seq)
+
+
+def append_records(connection: Connection, records: Sequence[AuditRecord]) -> None:
+    """Append `records`, in order, to the audit chain inside the caller's transaction.
+
+    Precondition: on SQLite the transaction is a write transaction (BEGIN IMMEDIATE, as
+    `garrison.db.engine.write_transaction` opens); on PostgreSQL it runs at READ COMMITTED (the
+    default), so the tail read after the lock sees the last committed row. Nothing is committed
+    here: the records become durable with the change they describe, or not at all.
+    Cost: one lock (PostgreSQL), one SELECT of the tail, one multi-row INSERT.
+    """
+    append_encoded(connection, [encode_record(r) for r in records])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """A stored audit row, decoded."""
+
+    seq: int
+    recorded: datetime
+    action: str
+    outcome: Outcome
+    actor: str
+    role: str
+    patient: str | None
+    entities: tuple[str, ...]
+    purpose_of_use: str | None
+    source: str | None
+    session: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @property
+    def recorded_text(self) -> str:
+        return format_recorded(self.recorded)
+
+
+def decode_row(row: Any) -> AuditRow:
+    """An `AuditRow` from a result row of `select(audit_log)`."""
+    entities = orjson.loads(row.entities)
+    detail = orjson.loads(row.detail)
+    return AuditRow(
+        seq=int(row.seq),
+        recorded=datetime.fromisoformat(row.recorded),
+        action=row.action,
+        outcome=cast(Outcome, row.outcome),
+        actor=row.actor,
+        role=row.role,
+        patient=row.patient,
+        entities=tuple(str(e) for e in entities) if isinstance(entities, list) else (),
+        purpose_of_use=row.purpose_of_use,
+        source=row.source,
+        session=row.session,
+        detail=detail if isinstance(detail, dict) else {},
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )

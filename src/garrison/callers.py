@@ -1,0 +1,131 @@
+"""Who is calling the FHIR API: a bearer token, turned into the AccessContext the repository
+enforces (checklist A1). Tokens come from Garrison's own authorization server (`garrison.oauth`);
+the account behind a user token supplies the facility, and active break-the-glass grants open
+their patients' records.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from garrison import clock
+from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT
+from garrison.errors import Unauthorized
+from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.break_glass import active_break_glass
+from garrison.fhir.authz.scopes import ScopeSet
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.search.query import SearchRequest
+from garrison.identity.accounts import add_account_disabled_listener, get_account
+from garrison.identity.sessions import add_session_ended_listener
+from garrison.oauth.tokens import revoke_tokens_for_account, revoke_tokens_for_session, validate_access_token
+from garrison.settings import Settings
+
+BEARER = "bearer "
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer` header; Unauthorized when there is none."""
+    if not authorization or not authorization.lower().startswith(BEARER):
+        raise Unauthorized("This request needs an access token (Authorization: Bearer ...)")
+    token = authorization[len(BEARER) :].strip()
+    if not token:
+        raise Unauthorized("This request needs an access token (Authorization: Bearer ...)")
+    return token
+
+
+def context_for_token(
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    authorization: str | None,
+    source: str | None,
+) -> AccessContext:
+    """Validate the bearer token and build the caller's context; Unauthorized for anything wrong
+    (missing, malformed, expired, revoked, disabled account or client)."""
+    claims = validate_access_token(connection, bearer_token(authorization), settings)
+    scopes = ScopeSet.parse(claims.scope)
+    if claims.account_id is None:
+        # A backend service (SMART backend services): the system role, narrowed by its scopes.
+        return AccessContext(
+            actor=f"client/{claims.client_id}",
+            role="system",
+            purpose_of_use="HOPERAT" if not claims.patient else "TREAT",
+            scopes=scopes,
+            session=claims.jti,
+            source=source,
+            client=claims.client_id,
+        )
+    account = get_account(connection, claims.account_id)
+    if account is None or account.disabled:
+        raise Unauthorized("The account behind this token is no longer active")
+    actor = claims.fhir_user or account.fhir_user or f"account/{account.id}"
+    patient = claims.patient
+    own = actor.removeprefix("Patient/") if actor.startswith("Patient/") else None
+    role = account.role
+    if role in ("patient", "proxy"):
+        patient = patient or own
+        if patient is None:
+            raise Unauthorized("This token names no patient record")
+        if patient != own:
+            # Acting for someone else: only while the proxy relationship stands (checked on
+            # every request, so revoking it takes effect at once).
+            if patient not in proxy_patients(connection, definitions, settings, account.id):
+                raise Unauthorized("The proxy access behind this token has ended")
+            role = "proxy"
+        elif role == "proxy":
+            role = "patient"  # a proxy viewing their own record is a patient there
+    context = AccessContext(
+        actor=actor,
+        role=role,
+        facility=account.facility,
+        patient=patient,
+        scopes=scopes,
+        account=account.id,
+        session=claims.jti,
+        source=source,
+        client=claims.client_id,
+    )
+    opened = active_break_glass(connection, actor, clock.now())
+    return context.with_break_glass(opened) if opened else context
+
+
+def proxy_patients(
+    connection: Connection, definitions: Definitions, settings: Settings, account_id: str
+) -> set[str]:
+    """Patients an account may act for as a proxy: each active, in-period RelatedPerson that
+    names the account (identifier PROXY_ACCOUNT) grants its patient's record."""
+    repo = Repository(connection, definitions, settings, AccessContext.system("proxy-lookup"))
+    page = repo.search(
+        SearchRequest("RelatedPerson", [("identifier", f"{PROXY_ACCOUNT}|{account_id}"), ("_count", "100")])
+    )
+    today = clock.now().date().isoformat()
+    patients: set[str] = set()
+    for stored in page.matches:
+        related = stored.parsed()
+        if related.get("active") is False:
+            continue
+        period = related.get("period") or {}
+        if period.get("start", "0000")[:10] > today or period.get("end", "9999")[:10] < today:
+            continue
+        reference = str((related.get("patient") or {}).get("reference", ""))
+        if reference.startswith("Patient/"):
+            patients.add(reference.removeprefix("Patient/"))
+    return patients
+
+
+def connect_token_revocation() -> None:
+    """Sign-out (any session end) revokes the session's tokens; disabling an account revokes all
+    of its tokens (checklist A7, A10). Idempotent: listeners are registered once."""
+    add_session_ended_listener(_session_ended)
+    add_account_disabled_listener(_account_disabled)
+
+
+def _session_ended(connection: Connection, session_id: str) -> None:
+    # The issue: "sign-out kills the session and its tokens", offline ones included.
+    revoke_tokens_for_session(connection, session_id, include_offline=True)
+
+
+def _account_disabled(connection: Connection, account_id: str) -> None:
+    revoke_tokens_for_account(connection, account_id)
