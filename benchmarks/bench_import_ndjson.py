@@ -61,7 +61,9 @@ def measure_import(
         files = sorted(source.glob("*.ndjson"))
         total = population.resources_for(patients)
     url = databases.new(backend)
-    env = garrison_env(url)
+    data_dir = databases.scratch / f"data-{backend}-{patients}"
+    data_dir.mkdir(exist_ok=True)
+    env = garrison_env(url, data_dir)
     subprocess.run([garrison_executable(), "db", "upgrade"], env=env, check=True, capture_output=True)
     command = [garrison_executable(), "import", str(source)]
     profile_out = RESULTS_DIR / f"profile-import-{backend}-{patients}.txt"

@@ -1,10 +1,15 @@
 """Shared machinery for the HTTP benchmarks: databases, a server subprocess, a cheap HTTP client,
-concurrent load drivers, latency statistics, result files and optional py-spy profiling.
+access tokens, concurrent load drivers, latency statistics, result files and optional py-spy profiling.
 
 Every benchmark starts its own `garrison serve --workers N` on 127.0.0.1 and a free port, against a
 fresh SQLite file or a fresh database in a throwaway PostgreSQL 15 cluster (fsync on), and drives it
 from this process with a few threads. The client shares the machine's cores with the server, so it
 uses `http.client` with keep-alive connections (a fraction of httpx's per-request CPU).
+
+The FHIR API wants a bearer token, so each server gets a SMART backend services client, as a real
+backend system would: a key pair generated at run time (never stored), its public JWKS registered
+with `garrison clients add`, and tokens from the token endpoint with private_key_jwt, refreshed
+before they expire (`TokenSource`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import http.client
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -28,6 +34,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from joserfc import jws
+from joserfc.jwk import ECKey
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -106,12 +116,153 @@ def analyze_database(url: str) -> None:
         engine.dispose()
 
 
-def garrison_env(database_url: str, base_url: str | None = None) -> dict[str, str]:
+def garrison_env(database_url: str, data_dir: Path, base_url: str | None = None) -> dict[str, str]:
+    """The environment of a `garrison` command over one benchmark database. The data directory
+    (audit and token signing keys) is the benchmark's own, never the checkout's var/."""
     env = dict(os.environ)
     env["GARRISON_DATABASE_URL"] = database_url
+    env["GARRISON_DATA_DIR"] = str(data_dir)
     if base_url:
         env["GARRISON_BASE_URL"] = base_url
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# Access tokens: a SMART backend services client (https://hl7.org/fhir/smart-app-launch/backend-services.html)
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_ALG = "ES384"  # one of the two algorithms SMART requires servers to support
+BENCH_SCOPE = "system/*.cruds"  # the loaders create, the readers read and search
+
+
+def new_backend_key() -> tuple[ECKey, dict[str, Any]]:
+    """A fresh key pair: the private key (kept in memory only) and the public JWKS to register."""
+    kid = secrets.token_hex(8)
+    key = ECKey.generate_key("P-384", parameters={"kid": kid, "alg": ASSERTION_ALG, "use": "sig"},
+                             private=True)
+    public = {**key.as_dict(private=False), "kid": kid, "alg": ASSERTION_ALG, "use": "sig"}
+    return key, {"keys": [public]}
+
+
+def register_backend_client(env: dict[str, str], scratch: Path, name: str = "garrison benchmarks",
+                            scope: str = BENCH_SCOPE) -> tuple[str, ECKey]:
+    """Register a new backend client with `garrison clients add` (its last line is the client id)."""
+    key, jwks = new_backend_key()
+    jwks_file = scratch / f"bench-jwks-{secrets.token_hex(4)}.json"
+    jwks_file.write_text(json.dumps(jwks))  # the public half only
+    try:
+        completed = subprocess.run(
+            [garrison_executable(), "clients", "add", "--name", name, "--jwks", str(jwks_file),
+             "--scope", scope],
+            env=env, capture_output=True, text=True, check=False,
+        )
+    finally:
+        jwks_file.unlink(missing_ok=True)
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"garrison clients add failed ({completed.returncode}):\n"
+                           f"{completed.stdout}{completed.stderr}")
+    return lines[-1].strip(), key
+
+
+def client_assertion(key: ECKey, client_id: str, token_url: str, lifetime: int = 240) -> str:
+    """The private_key_jwt client assertion: iss = sub = client id, aud = the token endpoint,
+    a fresh jti, and exp at most 5 minutes ahead (SMART backend services, authentication JWT)."""
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + lifetime,
+              "jti": secrets.token_urlsafe(16)}
+    header = {"alg": ASSERTION_ALG, "kid": key.kid, "typ": "JWT"}
+    return jws.serialize_compact(header, json.dumps(claims), key, algorithms=[ASSERTION_ALG])
+
+
+def token_request_form(key: ECKey, client_id: str, token_url: str, scope: str = BENCH_SCOPE) -> bytes:
+    return urlencode({
+        "grant_type": "client_credentials",
+        "scope": scope,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": client_assertion(key, client_id, token_url),
+    }).encode()
+
+
+class TokenSource:
+    """Bearer tokens for one backend client, fetched from the token endpoint and renewed before
+    they expire. Thread-safe: any number of load threads call `authorization()`; when a token
+    nears its end one thread fetches the next while the others keep using the old, still valid one."""
+
+    def __init__(self, token_url: str, client_id: str, key: ECKey, scope: str = BENCH_SCOPE) -> None:
+        self.token_url, self.client_id, self.key, self.scope = token_url, client_id, key, scope
+        self._lock = threading.Lock()
+        # (Authorization header value, monotonic time to renew at, monotonic time it expires)
+        self._current: tuple[str, float, float] | None = None
+        self.fetched = 0  # tokens obtained so far (the benchmark reports it)
+
+    @classmethod
+    def discover(cls, base_url: str, client_id: str, key: ECKey, scope: str = BENCH_SCOPE) -> TokenSource:
+        """Find the token endpoint as a SMART client does: [base]/.well-known/smart-configuration."""
+        parts = urlsplit(base_url)
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        try:
+            connection.request("GET", f"{parts.path.rstrip('/')}/.well-known/smart-configuration",
+                               headers={"Accept": "application/json"})
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"smart-configuration answered {response.status}: {body[:300]!r}")
+        return cls(str(json.loads(body)["token_endpoint"]), client_id, key, scope)
+
+    def authorization(self) -> str:
+        """The `Authorization` header value to send now."""
+        current = self._current
+        now = time.monotonic()
+        if current is not None and now < current[1]:
+            return current[0]
+        # Past the renewal point: refresh in one thread; while it does, the others may go on
+        # with the old token if it has a few seconds left, and wait for the new one otherwise.
+        still_good = current is not None and now < current[2] - 5.0
+        if not self._lock.acquire(blocking=not still_good):
+            assert current is not None
+            return current[0]
+        try:
+            current = self._current
+            if current is None or time.monotonic() >= current[1]:
+                current = self._current = self._fetch()
+            return current[0]
+        finally:
+            self._lock.release()
+
+    def invalidate(self, used: str) -> None:
+        """The server refused `used` (401): forget it, unless another thread already replaced it."""
+        with self._lock:
+            if self._current is not None and self._current[0] == used:
+                self._current = None
+
+    def _fetch(self) -> tuple[str, float, float]:
+        parts = urlsplit(self.token_url)
+        started = time.monotonic()
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        form = token_request_form(self.key, self.client_id, self.token_url, self.scope)
+        try:
+            connection.request(
+                "POST", parts.path, body=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            )
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"the token endpoint answered {response.status}: {body[:300]!r}")
+        reply = json.loads(body)
+        if str(reply.get("token_type", "")).lower() != "bearer":
+            raise RuntimeError(f"not a bearer token: {reply.get('token_type')!r}")
+        lifetime = float(reply.get("expires_in", 300))
+        self.fetched += 1
+        # Renew with a quarter of the lifetime (at most a minute) to spare: never send a token
+        # that could expire in flight, whatever the load threads are doing.
+        margin = min(60.0, lifetime / 4)
+        return f"Bearer {reply['access_token']}", started + lifetime - margin, started + lifetime
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +278,9 @@ class Server:
         self.base = f"http://{self.host}:{self.port}/fhir"
         self.workers = workers
         self.database_url = database_url
+        self.data_dir = Path(tempfile.mkdtemp(prefix="garrison-bench-data-"))
+        self.env = garrison_env(database_url, self.data_dir, self.base)
+        self.tokens: TokenSource | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="garrison-server-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -139,13 +293,18 @@ class Server:
                 "--workers",
                 str(workers),
             ],
-            env=garrison_env(database_url, self.base),
+            env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
             self._wait_ready()
+            # Registered once the server has migrated the database; the first token is fetched
+            # now, so that no timed phase pays for it.
+            client_id, key = register_backend_client(self.env, self.data_dir)
+            self.tokens = TokenSource.discover(self.base, client_id, key)
+            self.tokens.authorization()
         except BaseException:
             self.stop()
             raise
@@ -212,6 +371,7 @@ class Server:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> Server:
         return self
@@ -225,16 +385,31 @@ class Server:
 
 
 class HttpClient:
-    """One keep-alive connection; reconnects once if the server closed it."""
+    """One keep-alive connection; reconnects once if the server closed it. With a `TokenSource`
+    every request carries `Authorization: Bearer`, and a 401 is retried once with a new token."""
 
-    def __init__(self, host: str, port: int, timeout: float = 120.0) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(
+        self, host: str, port: int, timeout: float = 120.0, tokens: TokenSource | None = None
+    ) -> None:
+        self.host, self.port, self.timeout, self.tokens = host, port, timeout, tokens
         self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = {"Accept": FHIR_JSON}
         if body is not None:
             headers["Content-Type"] = FHIR_JSON
+        if self.tokens is None:
+            return self._send(method, path, body, headers)
+        used = headers["Authorization"] = self.tokens.authorization()
+        status, data = self._send(method, path, body, headers)
+        if status == 401:
+            # Revoked, or expired earlier than announced: one more try with a new token.
+            self.tokens.invalidate(used)
+            headers["Authorization"] = self.tokens.authorization()
+            status, data = self._send(method, path, body, headers)
+        return status, data
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         for attempt in (1, 2):
             try:
                 self._conn.request(method, path, body=body, headers=headers)
@@ -258,7 +433,7 @@ class HttpClient:
 
 
 def client_for(server: Server) -> HttpClient:
-    return HttpClient(server.host, server.port)
+    return HttpClient(server.host, server.port, tokens=server.tokens)
 
 
 # --------------------------------------------------------------------------------------------

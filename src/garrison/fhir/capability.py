@@ -36,6 +36,40 @@ _COMMON_PARAMS = [
 ]
 
 
+def _security(base_url: str) -> dict[str, Any]:
+    """SMART on FHIR: https://hl7.org/fhir/smart-app-launch/conformance.html (the endpoints are
+    also in .well-known/smart-configuration)."""
+    origin = base_url.rstrip("/").removesuffix("/fhir")
+    return {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": "OAuth 2 bearer tokens from Garrison's SMART authorization server",
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": name, "valueUri": f"{origin}/oauth/{path}"}
+                    for name, path in (
+                        ("authorize", "authorize"),
+                        ("token", "token"),
+                        ("revoke", "revoke"),
+                        ("introspect", "introspect"),
+                    )
+                ],
+            }
+        ],
+    }
+
+
 def capability_statement(definitions: Definitions, base_url: str) -> dict[str, Any]:
     return _build(definitions, base_url)
 
@@ -79,6 +113,21 @@ def _build(definitions: Definitions, base_url: str) -> dict[str, Any]:
         }
         if operations:
             entry["operation"] = operations
+        if resource_type == "AuditEvent":
+            # Served read-only from the tamper-evident audit log.
+            entry["interaction"] = [{"code": "read"}, {"code": "search-type"}]
+            for key in (
+                "versioning",
+                "readHistory",
+                "updateCreate",
+                "conditionalCreate",
+                "conditionalRead",
+                "conditionalUpdate",
+                "conditionalDelete",
+                "searchInclude",
+                "searchRevInclude",
+            ):
+                entry.pop(key, None)
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
@@ -94,6 +143,7 @@ def _build(definitions: Definitions, base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": _security(base_url),
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from garrison.errors import BadRequest, GarrisonError, MethodNotAllowed, NotFound, NotSupported
+from garrison.fhir import audit_events
 from garrison.fhir.audit_trail import access_records, failure_record
 from garrison.fhir.capability import capability_statement
 from garrison.fhir.definitions import Definitions
@@ -149,10 +150,13 @@ class FhirRouter:
         query = tuple((k, v) for k, v in request.query if k not in _FORMAT_PARAMS)
         action = _audit_action(segments, method)
         try:
-            handler = self._route(segments, method)
-            if segments and not segments[0].startswith(("$", "_")) and segments[0] != "metadata":
-                repo.check_type(segments[0])
-            response = handler(repo, request, segments, query)
+            if segments and segments[0] == audit_events.AUDIT_EVENT:
+                response = self._audit_event(repo, segments, method, query)
+            else:
+                handler = self._route(segments, method)
+                if segments and not segments[0].startswith(("$", "_")) and segments[0] != "metadata":
+                    repo.check_type(segments[0])
+                response = handler(repo, request, segments, query)
         except GarrisonError as error:
             if repo.context.audited and action is not None:
                 patient = segments[1] if len(segments) >= 2 and segments[0] == "Patient" else None
@@ -174,6 +178,17 @@ class FhirRouter:
         return response
 
     # ------------------------------------------------------------------------------ routing
+
+    def _audit_event(
+        self, repo: Repository, segments: list[str], method: str, query: tuple[tuple[str, str], ...]
+    ) -> FhirResponse:
+        if method not in ("GET", "HEAD"):
+            audit_events.refuse_write(method)
+        if len(segments) == 1:
+            return FhirResponse(200, audit_events.search(repo, list(query), self.base_url))
+        if len(segments) == 2:
+            return FhirResponse(200, audit_events.read(repo, segments[1]))
+        raise NotSupported("AuditEvent supports read and search only")
 
     def _route(
         self, segments: list[str], method: str

@@ -1,4 +1,5 @@
-"""FHIR operations, one module each, registered by name (`$everything`, `$validate`)."""
+"""FHIR operations, one module each, registered by name (`$everything`, `$validate`,
+`$break-the-glass`)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,16 @@ class Operation(Protocol):
 
 
 def _registry() -> dict[str, Operation]:
+    from garrison.fhir.operations.break_glass import BreakTheGlass, EndBreakTheGlass
     from garrison.fhir.operations.everything import PatientEverything
     from garrison.fhir.operations.validate import ValidateOperation
 
-    operations: list[Operation] = [PatientEverything(), ValidateOperation()]
+    operations: list[Operation] = [
+        PatientEverything(),
+        ValidateOperation(),
+        BreakTheGlass(),
+        EndBreakTheGlass(),
+    ]
     return {op.name: op for op in operations}
 
 
