@@ -136,7 +136,7 @@ class Repository:
         self.definitions = definitions
         self.settings = settings
         self.context = context
-        self.guard = Guard(definitions, settings, context, connection.dialect.name)
+        self.guard = Guard(definitions, settings, context, connection)
         # Audit records of this request; whoever owns the transaction writes them (in it, for
         # writes; through the audit sink before answering, for reads).
         self.audit: list[AuditRecord] = []

@@ -11,6 +11,7 @@ confirms it, no count that includes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, not_, or_, select, true
@@ -19,6 +20,8 @@ from garrison.clock import now
 from garrison.db.schema import resource, search_reference, search_token
 from garrison.errors import Forbidden
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.consent import ETH
+from garrison.fhir.authz.consent_rules import ConsentRules, consent_rules
 from garrison.fhir.authz.policy import AccessPolicy, Interaction, Label, RolePolicy, policy_from
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.search.aliases import Aliases
@@ -35,10 +38,11 @@ class Guard:
     conditions it hands out."""
 
     def __init__(
-        self, definitions: Definitions, settings: Settings, context: AccessContext, dialect: str
+        self, definitions: Definitions, settings: Settings, context: AccessContext, connection: Connection
     ) -> None:
         self.definitions = definitions
-        self.dialect = dialect
+        self.connection = connection
+        self.dialect = connection.dialect.name
         self.settings = settings
         self.context = context
         self.policy: AccessPolicy = policy_from(definitions)
@@ -47,14 +51,21 @@ class Guard:
 
     # ------------------------------------------------------------------------ type level
 
-    @property
+    @cached_property
+    def consents(self) -> ConsentRules:
+        """The patients' Consents as they apply to this caller, read once per request."""
+        return consent_rules(self.connection, self.context)
+
+    @cached_property
     def unrestricted(self) -> bool:
-        """Sees every record with no condition at all (internal jobs, full backend clients)."""
+        """Sees every record with no condition at all (internal jobs, full backend clients that
+        no Consent restricts)."""
         return (
             self.role is not None
             and self.role.patients == "all"
             and not self.role.withheld_labels
             and (self.context.scopes is None or self.context.scopes.complete)
+            and not self.consents.restricts
         )
 
     def allows(self, interaction: Interaction, resource_type: str) -> bool:
@@ -96,6 +107,9 @@ class Guard:
             patients = self._patient_condition(resource_type, res, aliases, role)
             if patients is not None:
                 conditions.append(patients)
+            denied = self.consents.denied_patients
+            if denied:
+                conditions.append(not_(self._in_patients(resource_type, res, aliases, sorted(denied))))
         labels = self._label_condition(resource_type, res, aliases, role)
         if labels is not None:
             conditions.append(labels)
@@ -269,18 +283,36 @@ class Guard:
         withheld = sorted(role.withheld_labels)
         if not withheld:
             return None
-        st = aliases(search_token)
-        labelled = exists().where(
-            st.c.resource_type == resource_type,
-            st.c.resource_id == res.c.id,
-            st.c.param == "_security",
-            _label_in(st, withheld),
+        # 42 CFR Part 2: ETH data a patient's Consent releases to this caller is not withheld.
+        released = (
+            self.consents.part2_patients if resource_type in self.policy.clinical_types else frozenset()
         )
-        hidden: ColumnElement[bool] = not_(labelled)
+        if released and ETH in withheld:
+            withheld.remove(ETH)
+        hidden: ColumnElement[bool] = true()
+        if withheld:
+            hidden = not_(self._labelled(resource_type, res, aliases, withheld))
+        if released and ETH in role.withheld_labels:
+            part2 = not_(self._labelled(resource_type, res, aliases, [ETH]))
+            hidden = and_(
+                hidden, or_(part2, self._in_patients(resource_type, res, aliases, sorted(released)))
+            )
         if self.context.break_glass and resource_type in self.policy.clinical_types:
             opened = self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass))
             return or_(hidden, opened)
         return hidden
+
+    @staticmethod
+    def _labelled(
+        resource_type: str, res: Any, aliases: Aliases, labels: Sequence[Label]
+    ) -> ColumnElement[bool]:
+        st = aliases(search_token)
+        return exists().where(
+            st.c.resource_type == resource_type,
+            st.c.resource_id == res.c.id,
+            st.c.param == "_security",
+            _label_in(st, labels),
+        )
 
     def _granular_condition(
         self, interaction: Interaction, resource_type: str, res: Any, aliases: Aliases
@@ -316,4 +348,3 @@ def _label_in(st: Any, labels: Sequence[Label]) -> ColumnElement[bool]:
     if not labels:
         return false()
     return or_(*(and_(st.c.system == system, st.c.code == code) for system, code in labels))
-

@@ -1,0 +1,84 @@
+"""The patients' Consents, turned into what the guard needs for one caller (checklist P5, P6):
+whose records this caller may not see at all (an opt-out of sharing with a partner, say), and
+whose 42 CFR Part 2 (ETH) data a Consent explicitly releases to this caller for this purpose.
+
+Consents are read fresh for every request, so a revoked or new Consent takes effect at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, false, select
+
+from garrison.clock import now
+from garrison.db.schema import resource, search_reference
+from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.consent import ConsentPolicy, ConsentQuestion
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRules:
+    denied_patients: frozenset[str]  # every record of these patients is withheld from the caller
+    part2_patients: frozenset[str]  # these patients' ETH data is released to the caller
+
+    @property
+    def restricts(self) -> bool:
+        return bool(self.denied_patients)
+
+
+NO_CONSENTS = ConsentRules(frozenset(), frozenset())
+
+
+def _actors(context: AccessContext) -> frozenset[str]:
+    actors = {context.actor}
+    if context.facility:
+        actors.add(f"Organization/{context.facility}")
+    if context.client:
+        actors.add(f"client/{context.client}")
+    return frozenset(actors)
+
+
+def consent_rules(connection: Connection, context: AccessContext) -> ConsentRules:
+    """Evaluate every active Consent for this caller; internal system jobs are not subject to
+    them (they move records, they do not disclose them)."""
+    if context.role == "system" and context.client is None:
+        return NO_CONSENTS
+    patient_of = search_reference.alias("consent_patient")
+    rows = connection.execute(
+        select(resource.c.content, patient_of.c.target_id)
+        .select_from(resource)
+        .join(
+            patient_of,
+            and_(
+                patient_of.c.resource_type == "Consent",
+                patient_of.c.resource_id == resource.c.id,
+                patient_of.c.param == "patient",
+                patient_of.c.target_type == "Patient",
+            ),
+        )
+        .where(resource.c.resource_type == "Consent", resource.c.deleted == false())
+    ).all()
+    if not rows:
+        return NO_CONSENTS
+    by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for content, patient in rows:
+        by_patient[patient].append(orjson.loads(content))
+    question = ConsentQuestion(
+        actors=_actors(context),
+        instant=now(),
+        # Consent actor roles are ParticipationType codes, not Garrison's role names: any role matches.
+        purpose_of_use=context.purpose_of_use,
+    )
+    denied: set[str] = set()
+    released: set[str] = set()
+    for patient, consents in by_patient.items():
+        policy = ConsentPolicy(consents)
+        if policy.blanket_decision(question) == "deny":
+            denied.add(patient)
+        elif policy.part2_permitted(question):
+            released.add(patient)
+    return ConsentRules(frozenset(denied), frozenset(released))
