@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import Engine
 
 from garrison.cli.accounts import accounts_group
 from garrison.cli.audit import audit
@@ -155,8 +156,23 @@ def demo(host: str, port: int, patients: int, seed: int) -> None:
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     ensure_demo_population(settings, engine, patients=patients, seed=seed)
+    _demo_sign_ins(settings, engine, host, port)
     ctx = click.get_current_context()
     ctx.invoke(serve, host=host, port=port, workers=1)
+
+
+def _demo_sign_ins(settings: Settings, engine: Engine, host: str, port: int) -> None:
+    from garrison.identity.demo import CREDENTIALS_FILE, describe, ensure_demo_accounts
+
+    accounts = ensure_demo_accounts(engine, definitions_from(settings.definitions_dir), settings)
+    click.echo(f"\nSign in at http://{host}:{port}/signin")
+    if accounts is None:
+        click.echo(f"  demo accounts exist; their passwords are in {settings.data_dir / CREDENTIALS_FILE}")
+        return
+    for account in accounts:
+        click.echo("  " + describe(account).replace("\n", "\n  "))
+    click.echo(f"  (also saved to {settings.data_dir / CREDENTIALS_FILE}; staff then enter the 6-digit code")
+    click.echo("   of an authenticator app set up with the secret shown)\n")
 
 
 main.add_command(accounts_group)
