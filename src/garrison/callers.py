@@ -129,3 +129,46 @@ def _session_ended(connection: Connection, session_id: str) -> None:
 
 def _account_disabled(connection: Connection, account_id: str) -> None:
     revoke_tokens_for_account(connection, account_id)
+
+
+def context_for_session(
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    *,
+    account_id: str,
+    session_id: str,
+    source: str | None,
+    patient: str | None = None,
+) -> AccessContext:
+    """The context of a signed-in web user (portal, workspace pages). `patient` names whose
+    record a patient or proxy is viewing (their own by default); a proxy relationship is checked
+    on every request. Unauthorized when the account is gone or disabled."""
+    account = get_account(connection, account_id)
+    if account is None or account.disabled:
+        raise Unauthorized("The account is no longer active")
+    actor = account.fhir_user or f"account/{account.id}"
+    role = account.role
+    in_view: str | None = None
+    if role in ("patient", "proxy"):
+        own = actor.removeprefix("Patient/") if actor.startswith("Patient/") else None
+        in_view = patient or own
+        if in_view is None:
+            raise Unauthorized("This account has no patient record to show")
+        if in_view != own:
+            if in_view not in proxy_patients(connection, definitions, settings, account.id):
+                raise Unauthorized("You do not have access to that person's record")
+            role = "proxy"
+        else:
+            role = "patient"
+    context = AccessContext(
+        actor=actor,
+        role=role,
+        facility=account.facility,
+        patient=in_view,
+        account=account.id,
+        session=session_id,
+        source=source,
+    )
+    opened = active_break_glass(connection, actor, clock.now())
+    return context.with_break_glass(opened) if opened else context
