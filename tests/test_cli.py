@@ -130,7 +130,7 @@ def test_import_export_and_reimport(engine: Engine, shared_testdata: Path, tmp_p
     files = synthea(shared_testdata)
     expected = bundle_counts(files)
 
-    imported = garrison("import", *files, url=url, data_dir=tmp_path)
+    imported = garrison("import", "--no-map-network", *files, url=url, data_dir=tmp_path)
     summary = re.search(r"imported ([\d,]+) resources from (\d+) files", imported.stdout)
     assert summary, imported.stdout
     assert int(summary[1].replace(",", "")) == expected.total() == 171
@@ -159,13 +159,15 @@ def test_import_export_and_reimport(engine: Engine, shared_testdata: Path, tmp_p
     # lastUpdated differs between the two loads; every other index row must be identical.
     rows_before = index_rows(engine, skip_params=frozenset({"_lastUpdated"}))
     clear_tables(engine)
-    reimported = garrison("import", out, url=url, data_dir=tmp_path)
+    reimported = garrison("import", "--no-map-network", out, url=url, data_dir=tmp_path)
     assert f"imported {expected.total()} resources from {len(expected)} files" in reimported.stdout
     assert stored_resources(engine) == before  # same ids, same content
     assert index_rows(engine, skip_params=frozenset({"_lastUpdated"})) == rows_before
 
     # Importing the export again updates in place: ids kept, a second version each.
-    garrison("import", "--workers", "1", out / "Patient.ndjson", url=url, data_dir=tmp_path)
+    garrison(
+        "import", "--no-map-network", "--workers", "1", out / "Patient.ndjson", url=url, data_dir=tmp_path
+    )
     with read_transaction(engine) as connection:
         versions = connection.execute(
             select(resource.c.version_id).where(resource.c.resource_type == "Patient")
@@ -186,7 +188,7 @@ def test_reindex_leaves_search_unchanged(
     engine: Engine, definitions: Definitions, shared_testdata: Path, tmp_path: Path
 ) -> None:
     url = database_url(engine)
-    garrison("import", *synthea(shared_testdata), url=url, data_dir=tmp_path)
+    garrison("import", "--no-map-network", *synthea(shared_testdata), url=url, data_dir=tmp_path)
     patient = search_ids(engine, definitions, "Patient", family="Kreiger")
     assert len(patient) == 1
     queries: list[tuple[str, dict[str, str]]] = [
@@ -252,7 +254,9 @@ def test_import_of_broken_files_reports_and_fails(engine: Engine, tmp_path: Path
     not_json = tmp_path / "truncated.json"
     not_json.write_bytes(transaction(cli_patient("truncated-1"))[:-10])
 
-    result = garrison("import", good, broken, not_json, url=url, data_dir=tmp_path, expect=1)
+    result = garrison(
+        "import", "--no-map-network", good, broken, not_json, url=url, data_dir=tmp_path, expect=1
+    )
     output = result.stdout + result.stderr
     assert "imported 2 resources from 3 files" in result.stdout
     assert re.search(r"error: broken\.json: .*gender", output), output
@@ -284,3 +288,45 @@ def test_import_of_broken_files_reports_and_fails(engine: Engine, tmp_path: Path
     # Nothing to import at all is refused before touching the database.
     missing = garrison("import", tmp_path / "absent.json", url=url, data_dir=tmp_path, expect=2)
     assert "does not exist" in missing.stderr
+
+
+def test_imported_synthea_care_is_mapped_onto_the_network(
+    engine: Engine, shared_testdata: Path, tmp_path: Path, definitions: Definitions, settings: Settings
+) -> None:
+    """Issue 4: Synthea patients join their nearest MTF; their civilian hospitals join the
+    network as TRICARE providers, so that facility's staff see the whole record."""
+    from garrison.beneficiaries.vocabulary import TRICARE_NETWORK_PROVIDER
+    from garrison.network.catalogue import facility_by_code
+
+    url = database_url(engine)
+    garrison("import", *synthea(shared_testdata), url=url, data_dir=tmp_path)
+    with read_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
+        patients = repo.search(SearchRequest("Patient", [("_count", "10")])).matches
+        assert len(patients) == 2
+        for stored in patients:
+            patient = stored.parsed()
+            home = repo.read(
+                "Organization", patient["managingOrganization"]["reference"].split("/")[1]
+            ).parsed()
+            code = next(i["value"] for i in home["identifier"] if "dmis" in i["system"])
+            facility = facility_by_code(code)
+            assert facility.agency.value == "dod"
+            assert any(i["system"].endswith(f"/mrn/{code}") for i in patient["identifier"])
+            # A physician at that MTF sees the patient's encounters at the civilian hospitals.
+            doctor = AccessContext(actor="Practitioner/x", role="physician", facility=home["id"])
+            seen = Repository(connection, definitions, settings, doctor).search(
+                SearchRequest("Encounter", [("patient", stored.id), ("_count", "500")])
+            )
+            assert (
+                seen.matches
+                and seen.total
+                == repo.search(SearchRequest("Encounter", [("patient", stored.id), ("_count", "500")])).total
+            )
+        providers = repo.search(
+            SearchRequest("Organization", [("identifier", f"{TRICARE_NETWORK_PROVIDER}|"), ("_count", "500")])
+        )
+        synthea_orgs = [
+            m for m in providers.matches if m.parsed()["identifier"][-1]["value"].startswith("S-")
+        ]
+        assert synthea_orgs

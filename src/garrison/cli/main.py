@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -17,9 +19,9 @@ from garrison.cli.clients import clients
 from garrison.cli.network import network
 from garrison.cli.patients import patients
 from garrison.cli.population import generate
-from garrison.db.engine import make_engine
+from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
-from garrison.fhir.definitions import definitions_from
+from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.ingest import count_resources, discover, export_ndjson, import_paths, reindex
 from garrison.settings import Settings
 
@@ -59,14 +61,35 @@ def db_upgrade() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate chain: serve HTTPS (TLS 1.2+). Default: settings.tls_cert_file.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key of --tls-cert (omit if the certificate file holds it).",
+)
+def serve(
+    host: str, port: int, workers: int, tls_cert: Path | None = None, tls_key: Path | None = None
+) -> None:
     """Serve the FHIR API (and, later, the portal and workspace)."""
     import uvicorn
 
+    from garrison.web.tls import TLS12_CIPHERS, tls_context_factory
+
     settings = Settings()
+    if tls_cert is None and tls_key is None:
+        tls_cert, tls_key = settings.tls_cert_file, settings.tls_key_file
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
     upgrade(make_engine(settings.resolved_database_url()))
-    os.environ.setdefault("GARRISON_BASE_URL", f"http://{host}:{port}/fhir")
-    click.echo(f"Garrison FHIR API: http://{host}:{port}/fhir/metadata")
+    scheme = "https" if tls_cert else "http"
+    os.environ.setdefault("GARRISON_BASE_URL", f"{scheme}://{host}:{port}/fhir")
+    click.echo(f"Garrison FHIR API: {scheme}://{host}:{port}/fhir/metadata")
     uvicorn.run(
         "garrison.web.app:create_app",
         factory=True,
@@ -78,13 +101,36 @@ def serve(host: str, port: int, workers: int) -> None:
         # Garrison decides which proxies to believe (settings.trusted_proxies): uvicorn must not
         # replace the TCP peer with X-Forwarded-For first (see garrison.identity.proxies).
         proxy_headers=False,
+        # Checklist C1: TLS 1.2 minimum and strong suites only (garrison.web.tls).
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        ssl_ciphers=TLS12_CIPHERS,
+        ssl_context_factory=tls_context_factory if tls_cert else None,
     )
 
 
-def _run_import(settings: Settings, paths: list[Path], workers: int | None = None) -> int:
+def _network_transform(
+    settings: Settings, engine: Engine, definitions: Definitions
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Load the facility network (idempotent) and map imported Synthea care onto it."""
+    from garrison.fhir.access import AccessContext
+    from garrison.fhir.repository import Repository
+    from garrison.network.load import load_network
+    from garrison.network.synthea import network_mapper
+
+    with write_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, AccessContext.system("network-load"))
+        organizations = load_network(repo).organizations
+    return network_mapper(organizations)
+
+
+def _run_import(
+    settings: Settings, paths: list[Path], workers: int | None = None, *, map_network: bool = True
+) -> int:
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     definitions = definitions_from(settings.definitions_dir)
+    transform = _network_transform(settings, engine, definitions) if map_network else None
     files = discover(paths)
     total = sum(count_resources(p) for p in files)
     started = time.perf_counter()
@@ -96,7 +142,9 @@ def _run_import(settings: Settings, paths: list[Path], workers: int | None = Non
             rate = done / max(time.perf_counter() - started, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:,.0f} resources/s")
 
-        summary = import_paths(engine, definitions, settings, files, advance, workers=workers)
+        summary = import_paths(
+            engine, definitions, settings, files, advance, workers=workers, transform=transform
+        )
     elapsed = time.perf_counter() - started
     click.echo(
         f"imported {summary.resources:,} resources from {summary.files} files in {elapsed:.1f} s "
@@ -114,9 +162,16 @@ def _run_import(settings: Settings, paths: list[Path], workers: int | None = Non
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--workers", type=int, default=None, help="NDJSON worker processes (default: one per CPU).")
-def import_command(paths: tuple[Path, ...], workers: int | None) -> None:
-    """Load FHIR Bundles (.json: transaction or batch) or NDJSON files (.ndjson, ids kept)."""
-    raise SystemExit(_run_import(Settings(), list(paths), workers))
+@click.option(
+    "--map-network/--no-map-network",
+    default=True,
+    help="Place patients with their nearest MTF; enrol outside hospitals as TRICARE network providers.",
+)
+def import_command(paths: tuple[Path, ...], workers: int | None, map_network: bool) -> None:
+    """Load FHIR Bundles (.json: transaction or batch) or NDJSON files (.ndjson, ids kept).
+
+    Bundles (such as Synthea's) are mapped onto the facility network unless --no-map-network."""
+    raise SystemExit(_run_import(Settings(), list(paths), workers, map_network=map_network))
 
 
 @main.command("export")

@@ -71,8 +71,12 @@ def import_paths(
     progress: Progress | None = None,
     *,
     workers: int | None = None,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> ImportSummary:
-    """Load Bundles (each as one FHIR interaction) and NDJSON files (in parallel, ids kept)."""
+    """Load Bundles (each as one FHIR interaction) and NDJSON files (in parallel, ids kept).
+
+    `transform` rewrites each Bundle (or single resource) file before it is loaded: domain
+    packages use it, e.g. to map Synthea's civilian care onto the facility network."""
     summary = ImportSummary()
     router = FhirRouter(settings.base_url)
     context = AccessContext.system("import")
@@ -92,6 +96,7 @@ def import_paths(
                 path=path,
                 summary=summary,
                 progress=progress,
+                transform=transform,
             )
         except GarrisonError as error:
             summary.errors.append(f"{path.name}: {error.message}")
@@ -116,10 +121,13 @@ def _import_json(
     path: Path,
     summary: ImportSummary,
     progress: Progress | None,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> None:
     data = parse_json(path.read_bytes())
     if not isinstance(data, dict):
         raise GarrisonError(f"{path.name} does not hold a FHIR resource")
+    if transform is not None:
+        data = transform(data)
     with write_transaction(engine) as connection:
         repo = Repository(connection, definitions, settings, context)
         if data.get("resourceType") == "Bundle" and data.get("type") in ("transaction", "batch"):
