@@ -24,6 +24,20 @@ if [[ ",${GARRISON_TEST_BACKENDS:-sqlite,postgresql}," == *",postgresql,"* ]] &&
     fi
 fi
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; Playwright's own
+# browser download is never used. Without Chromium those tests fail and say so.
+CHROMIUM="${GARRISON_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Chromium for the browser tests (apt: chromium)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "warning: Chromium is missing ($CHROMIUM); the browser tests will fail." >&2
+        echo "         Install it (sudo apt-get install chromium) or set GARRISON_CHROMIUM." >&2
+    fi
+fi
+
 failed=()
 step() {
     local name="$1"

@@ -30,6 +30,7 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 _LANDING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <title>Garrison</title></head>
 <body><main><h1>Garrison</h1>
 <p><a href="/signin">Sign in</a> to your account.</p>
