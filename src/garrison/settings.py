@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     smartcard_intermediates: Path | None = None  # PEM file or directory of issuing CAs
     smartcard_crls: Path | None = None  # CRL file or directory (PEM or DER), refreshed by mtime
 
+    # HTTPS for `garrison serve` (checklist C1); --tls-cert / --tls-key override these.
+    tls_cert_file: Path | None = None  # PEM certificate chain
+    tls_key_file: Path | None = None  # PEM private key (None: it is in tls_cert_file)
+
     # Break-the-glass (garrison.fhir.authz.break_glass): checklist P7. At most 240 minutes.
     break_glass_minutes: int = Field(default=60, ge=1, le=240)
 
