@@ -20,7 +20,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=False)
+        # hide_parameters: SQL logs and database errors never carry the values (PHI; checklist A4).
+        engine = create_engine(
+            url, pool_size=pool_size, max_overflow=20, pool_pre_ping=False, hide_parameters=True
+        )
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
@@ -32,6 +35,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=20,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
     )
 

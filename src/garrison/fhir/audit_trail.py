@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from garrison.audit.records import AuditRecord, Outcome
 from garrison.clock import now
 from garrison.errors import Forbidden, GarrisonError, Unauthorized, Withheld
@@ -30,6 +32,14 @@ def patient_of(resource_type: str, resource_id: str, content: str | None) -> str
         return None
     match = _PATIENT_REFERENCE.search(content)
     return match.group(1) if match else None
+
+
+def patient_in(body: Mapping[str, Any]) -> str | None:
+    """The patient a resource body belongs to, by the same rule as `patient_of`."""
+    resource_type = str(body.get("resourceType", ""))
+    if resource_type == "Patient":
+        return str(body["id"]) if isinstance(body.get("id"), str) else None
+    return patient_of(resource_type, "", orjson.dumps(body).decode())
 
 
 def _purpose(context: AccessContext, patient: str | None) -> str:
@@ -62,9 +72,13 @@ def _record(
     )
 
 
-def write_record(context: AccessContext, stored: StoredResource, method: str) -> AuditRecord:
+def write_record(
+    context: AccessContext, stored: StoredResource, method: str, previous: StoredResource | None = None
+) -> AuditRecord:
     action = {"POST": "fhir:create", "PUT": "fhir:update", "PATCH": "fhir:patch", "DELETE": "fhir:delete"}
-    patient = context.patient or patient_of(stored.resource_type, stored.id, stored.content)
+    # A deleted version has no content: whose record it was is in the version before it.
+    content = stored.content or (previous.content if previous is not None else None)
+    patient = context.patient or patient_of(stored.resource_type, stored.id, content)
     reference = f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
     return _record(
         context,
@@ -108,7 +122,7 @@ def failure_record(
         context,
         action,
         outcome=outcome,
-        patient=context.patient or patient,
+        patient=patient or context.patient,  # the record sought, else the caller's own
         entities=[],
         detail={**detail, "status": error.status, "reason": error.message},
     )

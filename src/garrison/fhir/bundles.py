@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 
 from garrison.errors import BadRequest, GarrisonError, Issue, IssueCode, NotFound, PreconditionFailed
+from garrison.fhir.audit_trail import failure_record, patient_in
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import dumps, parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
@@ -259,10 +260,12 @@ def _transaction(
             failing = None
             with repo.deferred_writes():
                 for entry in entries:
+                    failing = entry.index
                     outcome = repo.create_prepared(prepared.versions[entry.index])
                     responses[entry.index] = router.written_response(
                         _entry_request(entry, prefer), outcome.stored, 201
                     )
+            failing = None  # a failure while flushing the batch belongs to no single entry
             return [responses[e.index] for e in entries]
         # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
         failing = None
@@ -294,6 +297,14 @@ def _transaction(
     except GarrisonError as error:
         if failing is not None:
             error.issues = [_locate(issue, failing) for issue in error.issues]
+            entry = entries[failing]
+            if entry.method == "POST" and repo.context.audited:
+                # Other entries go through router.handle, which records their failures; creates
+                # are written here directly, so their refusals are recorded here (checklist U2).
+                body = entry.resource if isinstance(entry.resource, dict) else {}
+                detail = {"path": entry.path, "query": list(entry.query), "entry": failing}
+                record = failure_record(repo.context, "fhir:create", error, patient_in(body), detail)
+                repo.audit.append(record)
         raise
     return [responses[e.index] for e in entries]
 

@@ -488,7 +488,7 @@ class Repository:
         if not self.guard.unrestricted:
             self._authorise_write(pending, previous)
         if self.context.audited:
-            self.audit.append(write_record(self.context, stored, pending.method))
+            self.audit.append(write_record(self.context, stored, pending.method, previous))
         values = {
             "version_id": stored.version_id,
             "last_updated": stored.last_updated,

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from garrison.errors import BadRequest, GarrisonError, MethodNotAllowed, NotFound, NotSupported
 from garrison.fhir import audit_events
-from garrison.fhir.audit_trail import access_records, failure_record
+from garrison.fhir.audit_trail import access_records, failure_record, patient_in
 from garrison.fhir.capability import capability_statement
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.history import HistoryRequest, history_bundle, read_history
@@ -82,7 +82,9 @@ def _audit_action(segments: list[str], method: str) -> str | None:
         return f"fhir:operation:{operation[1:]}"
     if "_history" in segments:
         return "fhir:vread" if len(segments) == 4 else "fhir:history"
-    if method == "GET" or segments[-1] == "_search":
+    if segments[-1] == "_search":
+        return "fhir:search"  # POST [type]/_search is a search (http.html#search)
+    if method == "GET":
         return "fhir:read" if len(segments) == 2 else "fhir:search"
     return {"POST": "fhir:create", "PUT": "fhir:update", "PATCH": "fhir:patch", "DELETE": "fhir:delete"}.get(
         method
@@ -160,6 +162,9 @@ class FhirRouter:
         except GarrisonError as error:
             if repo.context.audited and action is not None:
                 patient = segments[1] if len(segments) >= 2 and segments[0] == "Patient" else None
+                if patient is None and isinstance(request.body, dict):
+                    # A write: the record it was aimed at (checklist U1, U2).
+                    patient = patient_in(request.body)
                 detail = {"path": request.path, "query": list(query)}
                 repo.audit.append(failure_record(repo.context, action, error, patient, detail))
             raise

@@ -52,9 +52,17 @@ class FhirApi:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            fhir_request = await self._adapt(request)
             source = request.client.host if request.client else None
-            response = await run_in_threadpool(self._execute, fhir_request, source)
+            path = request.path_params.get("path", "")
+            context: AccessContext | None = None
+            if not _is_public(request.method, path):
+                # checklist A1: who is asking is settled before anything the request carries
+                # (body, format) is looked at; an unknown caller learns nothing else.
+                context = await run_in_threadpool(
+                    self._caller, request.method, path, request.headers.get("authorization"), source
+                )
+            fhir_request = await self._adapt(request)
+            response = await run_in_threadpool(self._execute, fhir_request, context)
         except GarrisonError as error:
             response = FhirResponse(error.status, error.operation_outcome())
             if isinstance(error, Unauthorized):
@@ -92,14 +100,13 @@ class FhirApi:
             body=body,
         )
 
-    def _execute(self, request: FhirRequest, source: str | None) -> FhirResponse:
-        if request.path.strip("/") in PUBLIC_PATHS and request.method.upper() == "GET":
+    def _execute(self, request: FhirRequest, context: AccessContext | None) -> FhirResponse:
+        if context is None:
             with read_transaction(self.engine) as connection:
                 public = AccessContext.system("fhir-metadata")
                 return self.router.handle(
                     Repository(connection, self.definitions, self.settings, public), request
                 )
-        context = self._caller(request, source)
         request = self.router.prepare(self.definitions, request)
         read_only = _is_read_only(request)
         transaction = read_transaction if read_only else write_transaction
@@ -123,18 +130,18 @@ class FhirApi:
             self.audit.record(repo.audit)
         return response
 
-    def _caller(self, request: FhirRequest, source: str | None) -> AccessContext:
+    def _caller(
+        self, method: str, path: str, authorization: str | None, source: str | None
+    ) -> AccessContext:
         try:
             with read_transaction(self.engine) as connection:
-                return context_for_token(
-                    connection, self.definitions, self.settings, request.header("authorization"), source
-                )
+                return context_for_token(connection, self.definitions, self.settings, authorization, source)
         except Unauthorized as error:
-            self.audit.record([_refused(request, source, error)])
+            self.audit.record([_refused(method, path, source, error)])
             raise
 
 
-def _refused(request: FhirRequest, source: str | None, error: Unauthorized) -> AuditRecord:
+def _refused(method: str, path: str, source: str | None, error: Unauthorized) -> AuditRecord:
     """An unauthenticated attempt (checklist U2): who is unknown, so the record says from where."""
     return AuditRecord(
         action="fhir:unauthenticated",
@@ -143,8 +150,12 @@ def _refused(request: FhirRequest, source: str | None, error: Unauthorized) -> A
         role="anonymous",
         recorded=now(),
         source=source,
-        detail={"method": request.method, "path": request.path, "reason": error.message},
+        detail={"method": method, "path": path, "reason": error.message},
     )
+
+
+def _is_public(method: str, path: str) -> bool:
+    return path.strip("/") in PUBLIC_PATHS and method.upper() == "GET"
 
 
 def _is_read_only(request: FhirRequest) -> bool:
