@@ -78,8 +78,14 @@ def smart_search(resource: type[Any], struct: dict[str, Any], server: FHIRServer
 
 
 def test_fhirclient_reads_the_capability_statement(smart: FHIRClient) -> None:
-    # prepare() fetches /metadata and parses it with the strict CapabilityStatement model.
-    assert smart.prepare() is True  # no SMART security declared: the server is open
+    # prepare() fetches /metadata and parses it with the strict CapabilityStatement model. The
+    # statement declares SMART on FHIR, so the client knows it must authorise before use, and
+    # where: Garrison's own authorization server.
+    assert smart.prepare() is False
+    auth = smart_server(smart).auth
+    assert auth is not None and auth.auth_type == "oauth2"
+    assert str(auth._authorize_uri).endswith("/oauth/authorize")
+    assert str(auth._token_uri).endswith("/oauth/token")
     capability = smart_server(smart).capabilityStatement
     assert isinstance(capability, CapabilityStatement)
     assert capability.fhirVersion == "4.0.1"

@@ -42,26 +42,30 @@ def _actors(context: AccessContext) -> frozenset[str]:
     return frozenset(actors)
 
 
+# Built once: the same statement object lets SQLAlchemy reuse its compiled form on every request.
+_PATIENT_OF = search_reference.alias("consent_patient")
+_CONSENTS = (
+    select(resource.c.content, _PATIENT_OF.c.target_id)
+    .select_from(resource)
+    .join(
+        _PATIENT_OF,
+        and_(
+            _PATIENT_OF.c.resource_type == "Consent",
+            _PATIENT_OF.c.resource_id == resource.c.id,
+            _PATIENT_OF.c.param == "patient",
+            _PATIENT_OF.c.target_type == "Patient",
+        ),
+    )
+    .where(resource.c.resource_type == "Consent", resource.c.deleted == false())
+)
+
+
 def consent_rules(connection: Connection, context: AccessContext) -> ConsentRules:
     """Evaluate every active Consent for this caller; internal system jobs are not subject to
     them (they move records, they do not disclose them)."""
     if context.role == "system" and context.client is None:
         return NO_CONSENTS
-    patient_of = search_reference.alias("consent_patient")
-    rows = connection.execute(
-        select(resource.c.content, patient_of.c.target_id)
-        .select_from(resource)
-        .join(
-            patient_of,
-            and_(
-                patient_of.c.resource_type == "Consent",
-                patient_of.c.resource_id == resource.c.id,
-                patient_of.c.param == "patient",
-                patient_of.c.target_type == "Patient",
-            ),
-        )
-        .where(resource.c.resource_type == "Consent", resource.c.deleted == false())
-    ).all()
+    rows = connection.execute(_CONSENTS).all()
     if not rows:
         return NO_CONSENTS
     by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
