@@ -149,3 +149,24 @@ def test_part2_data_reaches_only_the_named_requester(
     # The patient's own record is the patient's, Part 2 data included.
     me = AccessContext(actor=f"Patient/{PATIENT}", role="patient", patient=PATIENT)
     assert _visible(engine, definitions, settings, me, "Observation") == {plain, part2}
+
+
+def test_a_consent_releases_a_withheld_label_to_the_requester_it_names(
+    engine: Engine, definitions: Definitions, settings: Settings
+) -> None:
+    """Labelled data is withheld unless the role, the patient's Consent or break-the-glass grants it."""
+    plain, _ = _seed(engine, definitions, settings)
+    psy = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
+    note = _write(engine, definitions, settings, _observation("therapy session", psy))
+    nurse = staff("nurse", FACILITY_A)  # the nurse role withholds PSY
+    colleague = AccessContext(actor="Practitioner/nurse-2", role="nurse", facility=FACILITY_A)
+    assert note not in _visible(engine, definitions, settings, nurse, "Observation")
+    release = {
+        "type": "permit",
+        "actor": [{"role": ACTOR_ROLE, "reference": {"reference": nurse.actor}}],
+        "securityLabel": [psy],
+    }
+    _write(engine, definitions, settings, _consent(release, consent_id="psy"))
+    assert note in _visible(engine, definitions, settings, nurse, "Observation")
+    assert note not in _visible(engine, definitions, settings, colleague, "Observation")
+    assert plain in _visible(engine, definitions, settings, colleague, "Observation")

@@ -8,7 +8,8 @@ Consents are read fresh for every request, so a revoked or new Consent takes eff
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -17,20 +18,25 @@ from sqlalchemy import Connection, and_, false, select
 from garrison.clock import now
 from garrison.db.schema import resource, search_reference
 from garrison.fhir.access import AccessContext
-from garrison.fhir.authz.consent import ConsentPolicy, ConsentQuestion
+from garrison.fhir.authz.consent import ETH, ConsentPolicy, ConsentQuestion, Label
 
 
 @dataclass(frozen=True, slots=True)
 class ConsentRules:
     denied_patients: frozenset[str]  # every record of these patients is withheld from the caller
-    part2_patients: frozenset[str]  # these patients' ETH data is released to the caller
+    # label -> patients whose Consent releases data with that label to this caller
+    released: Mapping[Label, frozenset[str]] = field(default_factory=dict)
 
     @property
     def restricts(self) -> bool:
         return bool(self.denied_patients)
 
+    @property
+    def part2_patients(self) -> frozenset[str]:
+        return self.released.get(ETH, frozenset())
 
-NO_CONSENTS = ConsentRules(frozenset(), frozenset())
+
+NO_CONSENTS = ConsentRules(frozenset())
 
 
 def _actors(context: AccessContext) -> frozenset[str]:
@@ -60,9 +66,12 @@ _CONSENTS = (
 )
 
 
-def consent_rules(connection: Connection, context: AccessContext) -> ConsentRules:
-    """Evaluate every active Consent for this caller; internal system jobs are not subject to
-    them (they move records, they do not disclose them)."""
+def consent_rules(
+    connection: Connection, context: AccessContext, labels: Iterable[Label] = ()
+) -> ConsentRules:
+    """Evaluate every active Consent for this caller: whose records it denies, and which of
+    `labels` (those the caller's role withholds) it releases for which patients. Internal system
+    jobs are not subject to Consents (they move records, they do not disclose them)."""
     if context.role == "system" and context.client is None:
         return NO_CONSENTS
     rows = connection.execute(_CONSENTS).all()
@@ -78,11 +87,15 @@ def consent_rules(connection: Connection, context: AccessContext) -> ConsentRule
         purpose_of_use=context.purpose_of_use,
     )
     denied: set[str] = set()
-    released: set[str] = set()
+    released: dict[Label, set[str]] = defaultdict(set)
     for patient, consents in by_patient.items():
         policy = ConsentPolicy(consents)
         if policy.blanket_decision(question) == "deny":
             denied.add(patient)
-        elif policy.part2_permitted(question):
-            released.add(patient)
-    return ConsentRules(frozenset(denied), frozenset(released))
+            continue
+        if policy.part2_permitted(question):
+            released[ETH].add(patient)
+        for label, decision in policy.label_decisions(question, labels).items():
+            if decision == "permit" and label != ETH:  # ETH only by the Part 2 rule above
+                released[label].add(patient)
+    return ConsentRules(frozenset(denied), {label: frozenset(p) for label, p in released.items()})

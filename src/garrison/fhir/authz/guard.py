@@ -20,7 +20,6 @@ from garrison.clock import now
 from garrison.db.schema import resource, search_reference, search_token
 from garrison.errors import Forbidden
 from garrison.fhir.access import AccessContext
-from garrison.fhir.authz.consent import ETH
 from garrison.fhir.authz.consent_rules import ConsentRules, consent_rules
 from garrison.fhir.authz.policy import AccessPolicy, Interaction, Label, RolePolicy, policy_from
 from garrison.fhir.definitions import Definitions
@@ -54,7 +53,8 @@ class Guard:
     @cached_property
     def consents(self) -> ConsentRules:
         """The patients' Consents as they apply to this caller, read once per request."""
-        return consent_rules(self.connection, self.context)
+        withheld = self.role.withheld_labels if self.role is not None else frozenset()
+        return consent_rules(self.connection, self.context, sorted(withheld))
 
     @cached_property
     def unrestricted(self) -> bool:
@@ -283,20 +283,20 @@ class Guard:
         withheld = sorted(role.withheld_labels)
         if not withheld:
             return None
-        # 42 CFR Part 2: ETH data a patient's Consent releases to this caller is not withheld.
-        released = (
-            self.consents.part2_patients if resource_type in self.policy.clinical_types else frozenset()
-        )
-        if released and ETH in withheld:
-            withheld.remove(ETH)
+        # A patient's Consent may release a label to this caller (for ETH, 42 CFR Part 2's
+        # stricter rule applies: see consent_rules); those patients' resources stay visible.
+        released = self.consents.released if resource_type in self.policy.clinical_types else {}
+        blanket = [label for label in withheld if not released.get(label)]
         hidden: ColumnElement[bool] = true()
-        if withheld:
-            hidden = not_(self._labelled(resource_type, res, aliases, withheld))
-        if released and ETH in role.withheld_labels:
-            part2 = not_(self._labelled(resource_type, res, aliases, [ETH]))
-            hidden = and_(
-                hidden, or_(part2, self._in_patients(resource_type, res, aliases, sorted(released)))
-            )
+        if blanket:
+            hidden = not_(self._labelled(resource_type, res, aliases, blanket))
+        for label in withheld:
+            patients = released.get(label)
+            if patients:
+                unlabelled = not_(self._labelled(resource_type, res, aliases, [label]))
+                hidden = and_(
+                    hidden, or_(unlabelled, self._in_patients(resource_type, res, aliases, sorted(patients)))
+                )
         if self.context.break_glass and resource_type in self.policy.clinical_types:
             opened = self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass))
             return or_(hidden, opened)
