@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
 
+from garrison.audit.jobs import record_job
 from garrison.cli.accounts import accounts_group
 from garrison.cli.audit import audit
 from garrison.cli.clients import clients
@@ -156,6 +157,17 @@ def _run_import(
         click.echo(f"  error: {error}", err=True)
     if len(summary.errors) > 50:
         click.echo(f"  ... and {len(summary.errors) - 50} more errors", err=True)
+    record_job(
+        engine,
+        "import",
+        {
+            "files": summary.files,
+            "resources": summary.resources,
+            "errors": len(summary.errors),
+            "by_type": dict(summary.by_type),
+        },
+        outcome="failed" if summary.errors else "success",
+    )
     return 1 if summary.errors else 0
 
 
@@ -182,6 +194,10 @@ def export_command(out_dir: Path, types: tuple[str, ...]) -> None:
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
     counts = export_ndjson(engine, out_dir, set(types) if types else None)
+    # An export is a disclosure of every record in it (checklist P1): recorded once per run.
+    record_job(
+        engine, "export", {"directory": str(out_dir), "resources": counts.total(), "by_type": dict(counts)}
+    )
     for resource_type, count in sorted(counts.items()):
         click.echo(f"{out_dir / (resource_type + '.ndjson')}: {count:,}")
     click.echo(f"exported {counts.total():,} resources")
@@ -195,6 +211,7 @@ def reindex_command() -> None:
     upgrade(engine)
     definitions = definitions_from(settings.definitions_dir)
     done = reindex(engine, definitions)
+    record_job(engine, "reindex", {"resources": done})
     click.echo(f"reindexed {done:,} resources")
 
 

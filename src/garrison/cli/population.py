@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine, func, select
 
+from garrison.audit.jobs import record_job
 from garrison.db.engine import make_engine, read_transaction
 from garrison.db.migrate import upgrade
 from garrison.db.schema import resource
@@ -103,6 +104,12 @@ def run_generate(
         click.echo(f"  error: {error}", err=True)
     if len(summary.errors) > 20:
         click.echo(f"  ... and {len(summary.errors) - 20} more errors", err=True)
+    record_job(
+        engine,
+        "generate",
+        {"patients": stats.people, "seed": seed, "resources": summary.loaded, "errors": len(summary.errors)},
+        outcome="failed" if summary.errors else "success",
+    )
     return 1 if summary.errors else 0
 
 
