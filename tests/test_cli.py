@@ -330,3 +330,15 @@ def test_imported_synthea_care_is_mapped_onto_the_network(
             m for m in providers.matches if m.parsed()["identifier"][-1]["value"].startswith("S-")
         ]
         assert synthea_orgs
+    # The job is audited once, with what it loaded (per-resource audit is for callers, not jobs).
+    garrison("export", "--out", tmp_path / "out", url=url, data_dir=tmp_path)
+    from garrison.audit.schema import audit_log
+
+    with read_transaction(engine) as connection:
+        jobs = connection.execute(
+            select(audit_log.c.action, audit_log.c.detail).order_by(audit_log.c.seq)
+        ).all()
+    actions = [row.action for row in jobs]
+    assert actions.count("system:job:import") == 1
+    assert actions.count("system:job:export") == 1
+    assert "171" in jobs[actions.index("system:job:import")].detail

@@ -44,15 +44,26 @@ def clients() -> None:
 
 @clients.command("add")
 @click.option("--name", required=True, help="A name people recognise (shown on the consent page).")
-@click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON Web Key Set with the client's PUBLIC keys (private_key_jwt).")
-@click.option("--scope", "scopes", multiple=True, required=True,
-              help='Scopes it may be granted, space-separated and/or repeated: "system/*.rs".')
-@click.option("--redirect-uri", "redirect_uris", multiple=True,
-              help="Redirect URI of a user-facing app (repeatable).")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON Web Key Set with the client's PUBLIC keys (private_key_jwt).",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help='Scopes it may be granted, space-separated and/or repeated: "system/*.rs".',
+)
+@click.option(
+    "--redirect-uri", "redirect_uris", multiple=True, help="Redirect URI of a user-facing app (repeatable)."
+)
 @click.option("--public", "public", is_flag=True, help="A public app (no secret; PKCE).")
-def add(name: str, jwks_file: Path | None, scopes: tuple[str, ...], redirect_uris: tuple[str, ...],
-        public: bool) -> None:
+def add(
+    name: str, jwks_file: Path | None, scopes: tuple[str, ...], redirect_uris: tuple[str, ...], public: bool
+) -> None:
     """Register a client; the last line printed is its client id."""
     from garrison.oauth import events
     from garrison.oauth.clients import ClientRegistrationError, register_client
@@ -69,14 +80,22 @@ def add(name: str, jwks_file: Path | None, scopes: tuple[str, ...], redirect_uri
     with _connection(write=True) as conn:
         try:
             registered = register_client(
-                conn, name=name, client_type=client_type, scopes=scope_list,
-                redirect_uris=redirect_uris, jwks=jwks,
+                conn,
+                name=name,
+                client_type=client_type,
+                scopes=scope_list,
+                redirect_uris=redirect_uris,
+                jwks=jwks,
             )
         except ClientRegistrationError as error:
             raise click.ClickException(str(error)) from error
         client = registered.client
         events.record(
-            conn, "oauth:client:registered", "success", actor=CLI_ACTOR, role="administrator",
+            conn,
+            "oauth:client:registered",
+            "success",
+            actor=CLI_ACTOR,
+            role="administrator",
             detail={
                 "client_id": client.client_id,
                 "type": client.client_type,
@@ -120,8 +139,12 @@ def _set_disabled(client_id: str, disabled: bool) -> int:
         if disabled:
             revoked = revoke_tokens_for_client(conn, client_id, actor=CLI_ACTOR, role="administrator")
         events.record(
-            conn, "oauth:client:disabled" if disabled else "oauth:client:enabled", "success",
-            actor=CLI_ACTOR, role="administrator", detail={"client_id": client_id},
+            conn,
+            "oauth:client:disabled" if disabled else "oauth:client:enabled",
+            "success",
+            actor=CLI_ACTOR,
+            role="administrator",
+            detail={"client_id": client_id},
         )
     return revoked
 
