@@ -198,6 +198,24 @@ def _page_probes(server: LiveServer, client_id: str) -> dict[tuple[str, str], Pa
         ("POST", "/oauth/authorize"): PageProbe(
             "POST", "/oauth/authorize", {"decision": "approve", "consent_id": "x"}, refusal="401"
         ),
+        # The staff workspace (issue 4).
+        ("GET", "/workspace"): PageProbe("GET", "/workspace"),
+        ("POST", "/workspace"): PageProbe("POST", "/workspace", {"name": "Alpha"}),
+        ("GET", "/workspace/patients/{patient_id}"): PageProbe("GET", f"/workspace/patients/{PATIENT_A}"),
+        ("GET", "/workspace/register"): PageProbe("GET", "/workspace/register"),
+        ("POST", "/workspace/register"): PageProbe("POST", "/workspace/register", {"family": "Alpha"}),
+        ("GET", "/workspace/duplicates"): PageProbe("GET", "/workspace/duplicates"),
+        ("POST", "/workspace/duplicates/find"): PageProbe("POST", "/workspace/duplicates/find", {}),
+        ("POST", "/workspace/duplicates/{task_id}/merge"): PageProbe(
+            "POST", "/workspace/duplicates/task-1/merge", {"survivor": PATIENT_A}
+        ),
+        ("POST", "/workspace/duplicates/{task_id}/dismiss"): PageProbe(
+            "POST", "/workspace/duplicates/task-1/dismiss", {}
+        ),
+        ("GET", "/workspace/merges"): PageProbe("GET", "/workspace/merges"),
+        ("POST", "/workspace/merges/{merge_id}/unmerge"): PageProbe(
+            "POST", "/workspace/merges/merge-1/unmerge", {}
+        ),
     }
 
 

@@ -27,6 +27,12 @@ after the merge that reference the target stay with the target. A merge whose ta
 merged away later must wait until that later merge is undone (409).
 
 Both run inside the caller's transaction: either everything is written or nothing is.
+They are authorised as a whole: the caller's role must allow the `merge` (or `unmerge`)
+operation of the access policy and the caller must reach both Patients. Their writes then go
+through an unrestricted repository on the same connection, because a merge must move every
+resource of the record, including clinical ones a health-information manager may not edit one by
+one and labelled ones the role never sees (a HIM does not see ETH data, yet a merge that left it
+behind would split the record). Each version written is still audited in the caller's name.
 Listeners (`add_merge_listener`) run inside it too, after the writes: the audit trail hooks in
 there.
 """
@@ -53,6 +59,8 @@ from garrison.empi.work_queue import (
     is_duplicate_task,
 )
 from garrison.errors import BadRequest, Conflict, NotFound
+from garrison.fhir.access import AccessContext
+from garrison.fhir.audit_trail import write_record
 from garrison.fhir.repository import Repository
 from garrison.fhir.resource import StoredResource, format_instant, new_id, utc_now
 
@@ -180,6 +188,32 @@ def _referencing(repo: Repository, patient_id: str) -> list[StoredResource]:
     return found
 
 
+# ------------------------------------------------------------------------------ authorising
+
+
+def _custodial(repo: Repository, operation: str, patient_ids: tuple[str, str]) -> Repository:
+    """The repository `operation` (merge or unmerge) writes through; see the module docstring.
+
+    Refuses (403) a role the access policy does not give the operation, and answers a Patient
+    outside the caller's reach as missing (404), before anything is written.
+    """
+    if repo.guard.unrestricted:
+        return repo
+    repo.guard.require_operation(operation)
+    for patient_id in patient_ids:
+        repo.read("Patient", patient_id)
+    job = AccessContext.system(f"patient-{operation}")
+    return Repository(repo.connection, repo.definitions, repo.settings, job)
+
+
+def _audit_as_caller(repo: Repository, writer: Repository, written: list[tuple[StoredResource, str]]) -> None:
+    """Audit records of the custodial writes, in the name of the caller who asked for them."""
+    if writer is repo or not repo.context.audited:
+        return
+    writer.flush()
+    repo.audit.extend(write_record(repo.context, stored, method) for stored, method in written)
+
+
 # ---------------------------------------------------------------------------------- merging
 
 
@@ -241,13 +275,16 @@ def _with_link(patient: dict[str, Any], other: str, link_type: str) -> dict[str,
 
 def merge_patients(repo: Repository, source_id: str, target_id: str) -> MergeRecord:
     """Merge the source Patient into the target (the survivor); see the module docstring."""
-    plan = plan_merge(repo, source_id, target_id)
+    writer = _custodial(repo, "merge", (source_id, target_id))
+    plan = plan_merge(writer, source_id, target_id)
     changes: list[MergeChange] = []
+    written: list[tuple[StoredResource, str]] = []
 
     def write(
         role: str, stored: StoredResource, content: dict[str, Any], edits: list[dict[str, Any]]
     ) -> None:
-        outcome = repo.update(stored.resource_type, stored.id, content, if_match=stored.etag)
+        outcome = writer.update(stored.resource_type, stored.id, content, if_match=stored.etag)
+        written.append((outcome.stored, "PUT"))
         changes.append(
             MergeChange(
                 role,
@@ -260,7 +297,7 @@ def merge_patients(repo: Repository, source_id: str, target_id: str) -> MergeRec
             )
         )
 
-    with repo.deferred_writes():
+    with writer.deferred_writes():
         for stored, content, edits in plan.repoint:
             write("repointed", stored, content, edits)
         for stored, content in plan.tasks:
@@ -270,7 +307,9 @@ def merge_patients(repo: Repository, source_id: str, target_id: str) -> MergeRec
         write("source", plan.source, source, [])
         write("target", plan.target, _with_link(plan.target.parsed(), source_id, "replaces"), [])
     now = format_instant(utc_now())
-    provenance = repo.create(_provenance(repo, changes, "merge", now))
+    provenance = writer.create(_provenance(repo, changes, "merge", now))
+    written.append((provenance.stored, "POST"))
+    _audit_as_caller(repo, writer, written)
     record = MergeRecord(
         merge_id=new_id(),
         source_id=source_id,
@@ -474,9 +513,10 @@ def _restored(
 def unmerge(repo: Repository, merge_id: str) -> MergeRecord:
     """Undo a merge; see the module docstring for what "exactly" means."""
     record = get_merge(repo, merge_id)
+    writer = _custodial(repo, "unmerge", (record.source_id, record.target_id))
     if record.status != "merged":
         raise Conflict(f"Merge {merge_id} was already undone")
-    target = repo.read("Patient", record.target_id)
+    target = writer.read("Patient", record.target_id)
     if is_merged_away(target.parsed()):
         raise Conflict(
             f"Patient/{record.target_id} was merged into another record after merge {merge_id}; "
@@ -484,19 +524,21 @@ def unmerge(repo: Repository, merge_id: str) -> MergeRecord:
         )
     restored_versions: dict[int, int] = {}
     written: list[MergeChange] = []
-    with repo.deferred_writes():
+    audited: list[tuple[StoredResource, str]] = []
+    with writer.deferred_writes():
         for seq in reversed(range(len(record.changes))):
             change = record.changes[seq]
-            current = repo.get_current(change.resource_type, change.resource_id)
+            current = writer.get_current(change.resource_type, change.resource_id)
             if current is None or current.deleted:
                 raise Conflict(
                     f"{change.resource_type}/{change.resource_id} was deleted after the merge; "
                     "the unmerge cannot restore it"
                 )
-            content = _restored(repo, record, change, current)
+            content = _restored(writer, record, change, current)
             if content is None:
                 continue
-            outcome = repo.update(change.resource_type, change.resource_id, content, if_match=current.etag)
+            outcome = writer.update(change.resource_type, change.resource_id, content, if_match=current.etag)
+            audited.append((outcome.stored, "PUT"))
             restored_versions[seq] = outcome.stored.version_id
             written.append(
                 MergeChange(
@@ -510,7 +552,9 @@ def unmerge(repo: Repository, merge_id: str) -> MergeRecord:
                 )
             )
     now = format_instant(utc_now())
-    provenance = repo.create(_provenance(repo, written, "unmerge", now))
+    provenance = writer.create(_provenance(repo, written, "unmerge", now))
+    audited.append((provenance.stored, "POST"))
+    _audit_as_caller(repo, writer, audited)
     m = empi_merge_change.c
     for seq, version in restored_versions.items():
         repo.connection.execute(

@@ -1,5 +1,7 @@
 """Demo sign-ins over the synthetic population: a physician (with an authenticator code), a privacy
-officer, a patient who is also a parent acting for their child, and a proxy for another child.
+officer, a health-information manager (duplicates, merges), a front-desk registrar at the
+physician's facility, a patient who is also a parent acting for their child, and a proxy for
+another child.
 
 Passwords and TOTP secrets are made fresh when the accounts are created, printed once by
 `garrison demo` and kept in the data directory (mode 0600): demo data is synthetic, and no secret
@@ -26,6 +28,7 @@ from garrison.settings import Settings
 
 CREDENTIALS_FILE = "demo-accounts.txt"
 DEMO_JOB = "system/demo-accounts"
+DEMO_USERNAMES = ("dr.demo", "privacy.demo", "him.demo", "desk.demo", "patient.demo", "proxy.demo")
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,15 @@ def _grant_proxy(repo: Repository, related: dict[str, Any], account_id: str) -> 
 def ensure_demo_accounts(
     engine: Engine, definitions: Definitions, settings: Settings
 ) -> list[DemoAccount] | None:
-    """Create the demo accounts once; None when they exist already (see the credentials file)."""
+    """Create the demo accounts once; None when they exist already (see the credentials file).
+
+    Accounts added to the demo later are created in an existing demo database too, and their
+    credentials appended to the file.
+    """
     created: list[DemoAccount] = []
     with write_transaction(engine) as connection:
-        if find_account(connection, "dr.demo") is not None:
+        existing = {name for name in DEMO_USERNAMES if find_account(connection, name) is not None}
+        if len(existing) == len(DEMO_USERNAMES):
             return None
         repo = Repository(connection, definitions, settings, AccessContext.system("demo-accounts"))
         families = _guardianships(repo, 2)
@@ -85,7 +93,9 @@ def ensure_demo_accounts(
 
         def add(
             username: str, kind: str, role: str, fhir_user: str, name: str, *, totp: bool, **extra: Any
-        ) -> str:
+        ) -> str | None:
+            if username in existing:
+                return None
             password = secrets.token_urlsafe(12)
             account = create_account(
                 connection,
@@ -116,23 +126,44 @@ def ensure_demo_accounts(
             "Privacy Officer",
             totp=True,
         )
+        add(
+            "him.demo",
+            "staff",
+            "him",
+            "Practitioner/him-demo",
+            "Health Information Manager",
+            totp=True,
+            facility=facility,
+        )
+        add(
+            "desk.demo",
+            "staff",
+            "front_desk",
+            "Practitioner/desk-demo",
+            "Front Desk",
+            totp=True,
+            facility=facility,
+        )
         parent = add(
             "patient.demo", "patient", "patient", f"Patient/{sponsor['id']}", "Demo Sponsor", totp=False
         )
-        _grant_proxy(repo, parent_link, parent)
+        if parent is not None:
+            _grant_proxy(repo, parent_link, parent)
         proxy = add(
             "proxy.demo", "proxy", "proxy", f"RelatedPerson/{proxy_link['id']}", "Demo Guardian", totp=False
         )
-        _grant_proxy(repo, proxy_link, proxy)
-    _save(settings.data_dir / CREDENTIALS_FILE, created)
+        if proxy is not None:
+            _grant_proxy(repo, proxy_link, proxy)
+    _save(settings.data_dir / CREDENTIALS_FILE, created, append=bool(existing))
     return created
 
 
-def _save(path: Path, accounts: list[DemoAccount]) -> None:
+def _save(path: Path, accounts: list[DemoAccount], *, append: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
-    path.write_text("".join(describe(a) + "\n" for a in accounts), encoding="utf-8")
+    with path.open("a" if append else "w", encoding="utf-8") as out:
+        out.write("".join(describe(a) + "\n" for a in accounts))
 
 
 def describe(account: DemoAccount) -> str:

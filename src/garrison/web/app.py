@@ -24,6 +24,7 @@ from garrison.web.fhir_api import FhirApi
 from garrison.web.oauth import oauth_routes
 from garrison.web.security_headers import SecurityHeadersMiddleware
 from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
+from garrison.web.workspace import workspace_routes
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
@@ -33,7 +34,8 @@ _LANDING = """<!doctype html>
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <title>Garrison</title></head>
 <body><main><h1>Garrison</h1>
-<p><a href="/signin">Sign in</a> to your account.</p>
+<p><a href="/signin">Sign in</a> to your account. Staff:
+<a href="/workspace">the workspace</a> (find patients and families, register, review duplicates).</p>
 <p>The FHIR R4 API is at <a href="/fhir/metadata">/fhir</a> (SMART on FHIR:
 <a href="/.well-known/smart-configuration">configuration</a>).</p></main></body></html>
 """
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/", landing, methods=["GET"]),
             *signin_routes(settings, engine),
+            *workspace_routes(settings, engine, definitions, audit),
             # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
             *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
             Route("/fhir", fhir_api.__call__, methods=_METHODS),
