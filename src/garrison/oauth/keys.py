@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -120,6 +121,7 @@ def rotate_signing_key(conn: Connection, settings: Settings, alg: str | None = N
         .where(oauth_signing_key.c.state == "active", oauth_signing_key.c.kid != kid)
         .values(state="retired", retired=clock.now())
     )
+    forget_verification_keys()
     return kid
 
 
@@ -168,18 +170,36 @@ def _public_key(kid: str, alg: str, public_jwk: str) -> AsymmetricKey:
     return key
 
 
+# Key rows, kept a few seconds: every request checks its token's key, and keys change only at
+# rotation (which clears this process's copy at once; other processes follow within the TTL).
+_KEY_ROW_TTL = 5.0
+_key_rows: dict[str, tuple[float, VerificationKey]] = {}
+
+
+def forget_verification_keys() -> None:
+    with _cache_lock:
+        _key_rows.clear()
+
+
 def verification_key(conn: Connection, kid: str) -> VerificationKey | None:
     """The public key recorded under `kid` (whatever its state), or None if unknown."""
+    with _cache_lock:
+        cached = _key_rows.get(kid)
+    if cached is not None and time.monotonic() - cached[0] < _KEY_ROW_TTL:
+        return cached[1]
     row = conn.execute(select(oauth_signing_key).where(oauth_signing_key.c.kid == kid)).first()
     if row is None:
         return None
-    return VerificationKey(
+    key = VerificationKey(
         kid=row.kid,
         alg=row.alg,
         key=_public_key(row.kid, row.alg, row.public_jwk),
         state=row.state,
         retired=as_utc(row.retired) if row.retired is not None else None,
     )
+    with _cache_lock:
+        _key_rows[kid] = (time.monotonic(), key)
+    return key
 
 
 def published_jwks(conn: Connection, settings: Settings) -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,6 +156,37 @@ def issue_id_token(
     return sign(key, claims, ID_TOKEN_TYPE)
 
 
+# Tokens whose signature already checked out: the signature check and key lookup cost more than
+# the rest of a read, and a token is used many times in its few minutes. Only what cannot change
+# is cached (header and signed claims); the key's state, expiry and revocation are checked anew.
+_VERIFIED_LIMIT = 10_000
+_verified_lock = threading.Lock()
+_verified_cache: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+
+
+def _remember(token: str, kid: str, claims: dict[str, Any]) -> None:
+    with _verified_lock:
+        _verified_cache[token] = (kid, claims)
+        _verified_cache.move_to_end(token)
+        while len(_verified_cache) > _VERIFIED_LIMIT:
+            _verified_cache.popitem(last=False)
+
+
+def _recalled(
+    conn: Connection, token: str, settings: Settings, *, honour_grace: bool
+) -> dict[str, Any] | None:
+    with _verified_lock:
+        found = _verified_cache.get(token)
+    if found is None:
+        return None
+    kid, claims = found
+    if honour_grace:
+        key = verification_key(conn, kid)
+        if key is None or not key.usable(settings, clock.now()):
+            return None  # re-verify from scratch, which names the reason
+    return dict(claims)
+
+
 def _verified(conn: Connection, token: str, settings: Settings, *, honour_grace: bool) -> dict[str, Any]:
     """The claims of `token` once its header and signature check out against our own keys.
 
@@ -186,7 +219,8 @@ def _verified(conn: Connection, token: str, settings: Settings, *, honour_grace:
         jws.deserialize_compact(token, key.key, algorithms=[alg])
     except (JoseError, ValueError) as error:
         raise InvalidAccessToken("bad signature") from error
-    return claims
+    _remember(token, kid, claims)
+    return dict(claims)
 
 
 def _string_claim(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
@@ -210,7 +244,9 @@ def validate_access_token(conn: Connection, token: str, settings: Settings) -> A
     (a 401 `garrison.errors.Unauthorized`) for anything wrong: format, algorithm, key (unknown,
     or retired beyond the grace period), signature, type, issuer, audience, exp/nbf/iat (with
     at most `oauth_clock_leeway` seconds of leeway), unknown or revoked jti, disabled client."""
-    claims = _verified(conn, token, settings, honour_grace=True)
+    claims = _recalled(conn, token, settings, honour_grace=True) or _verified(
+        conn, token, settings, honour_grace=True
+    )
     now = clock.now()
     leeway = timedelta(seconds=settings.oauth_clock_leeway)
     if claims.get("iss") != issuer(settings):
@@ -322,7 +358,12 @@ def _record_revocation(
 ) -> None:
     if count:
         events.record(
-            conn, events.TOKEN_REVOKED, "success", actor=actor, role=role, source=source,
+            conn,
+            events.TOKEN_REVOKED,
+            "success",
+            actor=actor,
+            role=role,
+            source=source,
             detail={**detail, "tokens": count},
         )
 
@@ -347,7 +388,11 @@ def revoke_tokens_for_session(
     count = _revoke(conn, oauth_token.c.session_handle == handle, refresh)
     _void_pending(conn, oauth_code.c.session_handle == handle, oauth_consent.c.session_handle == handle)
     _record_revocation(
-        conn, count, actor=actor, role=role, source=source,
+        conn,
+        count,
+        actor=actor,
+        role=role,
+        source=source,
         detail={"reason": "session ended", "sid": handle, "include_offline": include_offline},
     )
     return count
@@ -375,7 +420,11 @@ def revoke_tokens_for_account(
     _void_pending(conn, oauth_code.c.account_id == account_id, oauth_consent.c.account_id == account_id)
     conn.execute(delete(oauth_launch).where(oauth_launch.c.account_id == account_id))
     _record_revocation(
-        conn, count, actor=actor, role=role, source=source,
+        conn,
+        count,
+        actor=actor,
+        role=role,
+        source=source,
         detail={"reason": "account", "account": account_id},
     )
     return count
@@ -390,13 +439,15 @@ def revoke_tokens_for_client(
     source: str | None = None,
 ) -> int:
     """Revoke every token a client holds (for example when it is disabled: checklist Z6)."""
-    count = _revoke(
-        conn, oauth_token.c.client_id == client_id, oauth_refresh_token.c.client_id == client_id
-    )
+    count = _revoke(conn, oauth_token.c.client_id == client_id, oauth_refresh_token.c.client_id == client_id)
     _void_pending(conn, oauth_code.c.client_id == client_id, oauth_consent.c.client_id == client_id)
     conn.execute(delete(oauth_launch).where(oauth_launch.c.client_id == client_id))
     _record_revocation(
-        conn, count, actor=actor, role=role, source=source,
+        conn,
+        count,
+        actor=actor,
+        role=role,
+        source=source,
         detail={"reason": "client", "client_id": client_id},
     )
     return count
