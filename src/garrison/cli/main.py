@@ -22,6 +22,7 @@ from garrison.cli.patients import patients
 from garrison.cli.population import generate
 from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
+from garrison.db.statistics import refresh_statistics
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.ingest import count_resources, discover, export_ndjson, import_paths, reindex
 from garrison.settings import Settings
@@ -157,6 +158,7 @@ def _run_import(
         click.echo(f"  error: {error}", err=True)
     if len(summary.errors) > 50:
         click.echo(f"  ... and {len(summary.errors) - 50} more errors", err=True)
+    refresh_statistics(engine)  # fresh planner statistics for the data just loaded
     record_job(
         engine,
         "import",
@@ -211,6 +213,7 @@ def reindex_command() -> None:
     upgrade(engine)
     definitions = definitions_from(settings.definitions_dir)
     done = reindex(engine, definitions)
+    refresh_statistics(engine)
     record_job(engine, "reindex", {"resources": done})
     click.echo(f"reindexed {done:,} resources")
 

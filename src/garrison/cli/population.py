@@ -15,6 +15,7 @@ from garrison.audit.jobs import record_job
 from garrison.db.engine import make_engine, read_transaction
 from garrison.db.migrate import upgrade
 from garrison.db.schema import resource
+from garrison.db.statistics import refresh_statistics
 from garrison.fhir.definitions import definitions_from
 from garrison.settings import Settings
 
@@ -104,6 +105,7 @@ def run_generate(
         click.echo(f"  error: {error}", err=True)
     if len(summary.errors) > 20:
         click.echo(f"  ... and {len(summary.errors) - 20} more errors", err=True)
+    refresh_statistics(engine)  # fresh planner statistics for the population just loaded
     record_job(
         engine,
         "generate",

@@ -140,6 +140,7 @@ class Repository:
         # Audit records of this request; whoever owns the transaction writes them (in it, for
         # writes; through the audit sink before answering, for reads).
         self.audit: list[AuditRecord] = []
+        self.written = 0  # versions written through this repository (for statistics upkeep)
         self._buffer: _WriteBuffer | None = None
 
     # ----------------------------------------------------------------------------------- reads
@@ -487,6 +488,7 @@ class Repository:
         stored = pending.stored
         if not self.guard.unrestricted:
             self._authorise_write(pending, previous)
+        self.written += 1
         if self.context.audited:
             self.audit.append(write_record(self.context, stored, pending.method, previous))
         values = {

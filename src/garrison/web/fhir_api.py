@@ -19,6 +19,7 @@ from garrison.audit.sink import AuditSink
 from garrison.callers import context_for_token
 from garrison.clock import now
 from garrison.db.engine import read_transaction, write_transaction
+from garrison.db.statistics import StatisticsKeeper
 from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge, Unauthorized
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
@@ -49,6 +50,7 @@ class FhirApi:
         self.definitions = definitions
         self.audit = audit
         self.router = FhirRouter(settings.base_url)
+        self.statistics = StatisticsKeeper(engine)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -118,6 +120,8 @@ class FhirApi:
                 if not read_only and repo.audit:
                     # Changes and their audit commit together (checklist U1).
                     append_records(connection, repo.audit)
+            if not read_only:
+                self.statistics.note_writes(repo.written)
         except GarrisonError:
             if repo is not None:
                 # The transaction rolled back; what was refused or failed is still recorded.
@@ -130,9 +134,7 @@ class FhirApi:
             self.audit.record(repo.audit)
         return response
 
-    def _caller(
-        self, method: str, path: str, authorization: str | None, source: str | None
-    ) -> AccessContext:
+    def _caller(self, method: str, path: str, authorization: str | None, source: str | None) -> AccessContext:
         try:
             with read_transaction(self.engine) as connection:
                 return context_for_token(connection, self.definitions, self.settings, authorization, source)
