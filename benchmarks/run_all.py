@@ -116,6 +116,8 @@ def server_benchmarks(
                 targets = ({"p50": bench_everything.TARGET_P50_MS} if r.name.startswith("$everything")
                            else {"p50": bench_search.TARGET_P50_MS, "p95": bench_search.TARGET_P95_MS})
                 summary += _latency_rows(r, r.name, targets)
+        if server.tokens is not None:
+            print(f"   (access tokens obtained from /oauth/token: {server.tokens.fetched})")
     return ingest, latencies, summary
 
 
