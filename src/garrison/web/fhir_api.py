@@ -57,6 +57,18 @@ class FhirApi:
             source = request.client.host if request.client else None
             path = request.path_params.get("path", "")
             context: AccessContext | None = None
+            if request.method in ("GET", "HEAD") and not _is_public(request.method, path):
+                # Nothing to read from the body: authenticate and answer in one transaction.
+                reading = FhirRequest(
+                    method=request.method,
+                    path=path,
+                    query=tuple(request.query_params.multi_items()),
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                )
+                response = await run_in_threadpool(
+                    self._read_as_caller, reading, request.headers.get("authorization"), source
+                )
+                return _render(response, pretty=request.query_params.get("_pretty") == "true")
             if not _is_public(request.method, path):
                 # checklist A1: who is asking is settled before anything the request carries
                 # (body, format) is looked at; an unknown caller learns nothing else.
@@ -134,6 +146,37 @@ class FhirApi:
             self.audit.record(repo.audit)
         return response
 
+    def _read_as_caller(
+        self, request: FhirRequest, authorization: str | None, source: str | None
+    ) -> FhirResponse:
+        """A GET: the caller is authenticated first (checklist A1: before the format is looked
+        at), in the same read transaction that answers, and the read is audited before it leaves."""
+        refused: Unauthorized | None = None
+        repo: Repository | None = None
+        try:
+            with read_transaction(self.engine) as connection:
+                try:
+                    context = context_for_token(
+                        connection, self.definitions, self.settings, authorization, source
+                    )
+                except Unauthorized as error:
+                    refused = error
+                    raise
+                _check_wanted_format(dict(request.query).get("_format", ""), request.header("accept") or "")
+                repo = Repository(connection, self.definitions, self.settings, context)
+                response = self.router.handle(repo, request)
+        except GarrisonError:
+            if refused is not None:
+                self.audit.record([_refused(request.method, request.path, source, refused)])
+            elif repo is not None:
+                failures = [r for r in repo.audit if r.outcome != "success"]
+                if failures:
+                    self.audit.record(failures)
+            raise
+        if repo.audit:
+            self.audit.record(repo.audit)
+        return response
+
     def _caller(self, method: str, path: str, authorization: str | None, source: str | None) -> AccessContext:
         try:
             with read_transaction(self.engine) as connection:
@@ -171,8 +214,10 @@ def _is_read_only(request: FhirRequest) -> bool:
 
 
 def _check_format(request: Request) -> None:
-    wanted = request.query_params.get("_format", "")
-    accept = request.headers.get("accept", "")
+    _check_wanted_format(request.query_params.get("_format", ""), request.headers.get("accept", ""))
+
+
+def _check_wanted_format(wanted: str, accept: str) -> None:
     if wanted and any(t in wanted for t in _XML_TYPES):
         raise NotSupported("Garrison serves FHIR JSON only; XML is not supported")
     if accept and all(any(x in part for x in _XML_TYPES) for part in accept.split(",")):
