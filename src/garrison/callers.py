@@ -18,6 +18,7 @@ from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
 from garrison.identity.accounts import add_account_disabled_listener, get_account
+from garrison.identity.model import Account
 from garrison.identity.sessions import add_session_ended_listener
 from garrison.oauth.tokens import revoke_tokens_for_account, revoke_tokens_for_session, validate_access_token
 from garrison.settings import Settings
@@ -60,21 +61,47 @@ def context_for_token(
     account = get_account(connection, claims.account_id)
     if account is None or account.disabled:
         raise Unauthorized("The account behind this token is no longer active")
-    actor = claims.fhir_user or account.fhir_user or f"account/{account.id}"
-    patient = claims.patient
-    own = actor.removeprefix("Patient/") if actor.startswith("Patient/") else None
+    return _user_context(
+        connection,
+        definitions,
+        settings,
+        account,
+        actor=claims.fhir_user or account.fhir_user or f"account/{account.id}",
+        patient=claims.patient,
+        scopes=scopes,
+        session=claims.jti,
+        source=source,
+        client=claims.client_id,
+    )
+
+
+def _user_context(
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    account: Account,
+    *,
+    actor: str,
+    patient: str | None,
+    session: str,
+    source: str | None,
+    scopes: ScopeSet | None = None,
+    client: str | None = None,
+) -> AccessContext:
+    """A user's context, for tokens and web sessions alike. Patients and proxies view one record:
+    their own, or one they act for while the proxy relationship stands (checked on every request,
+    so revoking it takes effect at once)."""
     role = account.role
     if role in ("patient", "proxy"):
+        own = actor.removeprefix("Patient/") if actor.startswith("Patient/") else None
         patient = patient or own
         if patient is None:
-            raise Unauthorized("This token names no patient record")
+            raise Unauthorized("No patient record is in view")
         if patient != own:
-            # Acting for someone else: only while the proxy relationship stands (checked on
-            # every request, so revoking it takes effect at once).
             if patient not in proxy_patients(connection, definitions, settings, account.id):
-                raise Unauthorized("The proxy access behind this token has ended")
+                raise Unauthorized("You do not have access to that person's record")
             role = "proxy"
-        elif role == "proxy":
+        else:
             role = "patient"  # a proxy viewing their own record is a patient there
     context = AccessContext(
         actor=actor,
@@ -83,9 +110,9 @@ def context_for_token(
         patient=patient,
         scopes=scopes,
         account=account.id,
-        session=claims.jti,
+        session=session,
         source=source,
-        client=claims.client_id,
+        client=client,
     )
     opened = active_break_glass(connection, actor, clock.now())
     return context.with_break_glass(opened) if opened else context
@@ -147,28 +174,15 @@ def context_for_session(
     account = get_account(connection, account_id)
     if account is None or account.disabled:
         raise Unauthorized("The account is no longer active")
-    actor = account.fhir_user or f"account/{account.id}"
-    role = account.role
-    in_view: str | None = None
-    if role in ("patient", "proxy"):
-        own = actor.removeprefix("Patient/") if actor.startswith("Patient/") else None
-        in_view = patient or own
-        if in_view is None:
-            raise Unauthorized("This account has no patient record to show")
-        if in_view != own:
-            if in_view not in proxy_patients(connection, definitions, settings, account.id):
-                raise Unauthorized("You do not have access to that person's record")
-            role = "proxy"
-        else:
-            role = "patient"
-    context = AccessContext(
-        actor=actor,
-        role=role,
-        facility=account.facility,
+    # Staff pages have no patient in context; patients and proxies view one record at a time.
+    in_view = patient if account.role in ("patient", "proxy") else None
+    return _user_context(
+        connection,
+        definitions,
+        settings,
+        account,
+        actor=account.fhir_user or f"account/{account.id}",
         patient=in_view,
-        account=account.id,
         session=session_id,
         source=source,
     )
-    opened = active_break_glass(connection, actor, clock.now())
-    return context.with_break_glass(opened) if opened else context
