@@ -6,10 +6,14 @@ their patients' records.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
 from sqlalchemy import Connection
 
 from garrison import clock
-from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT
+from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT, PROXY_SCOPE
 from garrison.errors import Unauthorized
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.break_glass import active_break_glass
@@ -98,9 +102,13 @@ def _user_context(
         if patient is None:
             raise Unauthorized("No patient record is in view")
         if patient != own:
-            if patient not in proxy_patients(connection, definitions, settings, account.id):
+            grants = proxy_grants(connection, definitions, settings, account.id)
+            grant = next((g for g in grants if g.patient_id == patient), None)
+            if grant is None:
                 raise Unauthorized("You do not have access to that person's record")
             role = "proxy"
+            if grant.access == "scheduling":
+                scopes = _SCHEDULING_SCOPES if scopes is None else scopes.narrowed_to(_SCHEDULING_SCOPES)
         else:
             role = "patient"  # a proxy viewing their own record is a patient there
     context = AccessContext(
@@ -118,28 +126,121 @@ def _user_context(
     return context.with_break_glass(opened) if opened else context
 
 
-def proxy_patients(
+PROXY_SCOPES: dict[str, str] = {
+    # What an adult may share with another adult (the portal's family-access page offers these).
+    "full": "Everything in my record that I can see",
+    "scheduling": "Appointments, messages and prescription refills, but no results or notes",
+}
+# The SMART scopes a "scheduling" grant narrows the proxy to: the types its portal pages use.
+_SCHEDULING_SCOPES = ScopeSet.parse(
+    " ".join(
+        f"patient/{resource_type}.{letters}"
+        for resource_type, letters in (
+            ("Patient", "rs"),
+            ("Appointment", "crus"),
+            ("Communication", "crus"),
+            ("Task", "crus"),
+            ("MedicationRequest", "rs"),
+            ("CareTeam", "rs"),
+            ("Encounter", "rs"),
+            ("RelatedPerson", "rs"),
+            ("Slot", "rs"),
+            ("Schedule", "rs"),
+            ("HealthcareService", "rs"),
+            ("Organization", "rs"),
+            ("Location", "rs"),
+            ("Practitioner", "rs"),
+            ("PractitionerRole", "rs"),
+        )
+    )
+)
+ADULT_AGE = 18
+ADOLESCENT_AGE = 13
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyGrant:
+    """One record an account may act for, and on what terms.
+
+    - `guardian`: a parent or guardian of a child. Under 13 the proxy sees the whole record;
+      from 13 to 17 a limited one (the proxy role never sees adolescent-confidential items); at
+      18 the guardianship stops giving access.
+    - `granted`: an adult shared their record with this account, with a scope and an optional end.
+    """
+
+    patient_id: str
+    related_person_id: str
+    kind: Literal["guardian", "granted"]
+    access: Literal["full", "limited", "scheduling"]
+    birth_date: str | None
+    ends: str | None  # the last day of a granted access
+
+
+def proxy_grants(
     connection: Connection, definitions: Definitions, settings: Settings, account_id: str
-) -> set[str]:
-    """Patients an account may act for as a proxy: each active, in-period RelatedPerson that
-    names the account (identifier PROXY_ACCOUNT) grants its patient's record."""
+) -> list[ProxyGrant]:
+    """Records an account may act for now: each active, in-period RelatedPerson naming the account
+    (identifier PROXY_ACCOUNT), subject to the age rules above (checked on every request, so a
+    revoked or expired grant, or a child turning 18, takes effect at once)."""
     repo = Repository(connection, definitions, settings, AccessContext.system("proxy-lookup"))
     page = repo.search(
-        SearchRequest("RelatedPerson", [("identifier", f"{PROXY_ACCOUNT}|{account_id}"), ("_count", "100")])
+        SearchRequest(
+            "RelatedPerson",
+            [
+                ("identifier", f"{PROXY_ACCOUNT}|{account_id}"),
+                ("_include", "RelatedPerson:patient"),
+                ("_count", "100"),
+            ],
+        )
     )
-    today = clock.now().date().isoformat()
-    patients: set[str] = set()
+    births = {s.id: s.parsed().get("birthDate") for s in page.included if s.resource_type == "Patient"}
+    today = clock.now().date()
+    day = today.isoformat()
+    found: list[ProxyGrant] = []
     for stored in page.matches:
         related = stored.parsed()
         if related.get("active") is False:
             continue
         period = related.get("period") or {}
-        if period.get("start", "0000")[:10] > today or period.get("end", "9999")[:10] < today:
+        if period.get("start", "0000")[:10] > day or period.get("end", "9999")[:10] < day:
             continue
         reference = str((related.get("patient") or {}).get("reference", ""))
-        if reference.startswith("Patient/"):
-            patients.add(reference.removeprefix("Patient/"))
-    return patients
+        if not reference.startswith("Patient/"):
+            continue
+        patient_id = reference.removeprefix("Patient/")
+        birth = births.get(patient_id)
+        scope = next(
+            (e.get("valueCode") for e in related.get("extension", []) if e.get("url") == PROXY_SCOPE), None
+        )
+        if scope is not None:
+            if scope not in PROXY_SCOPES:
+                continue  # an unknown scope grants nothing
+            access: Literal["full", "limited", "scheduling"] = "full" if scope == "full" else "scheduling"
+            found.append(ProxyGrant(patient_id, stored.id, "granted", access, birth, period.get("end")))
+            continue
+        age = _age(birth, today)
+        if age is None or age >= ADULT_AGE:
+            continue  # a guardianship ends at 18 (and an unknown age is not assumed to be a child's)
+        access = "full" if age < ADOLESCENT_AGE else "limited"
+        found.append(ProxyGrant(patient_id, stored.id, "guardian", access, birth, None))
+    return found
+
+
+def proxy_patients(
+    connection: Connection, definitions: Definitions, settings: Settings, account_id: str
+) -> set[str]:
+    """Patients an account may act for now (see `proxy_grants`)."""
+    return {grant.patient_id for grant in proxy_grants(connection, definitions, settings, account_id)}
+
+
+def _age(birth_date: str | None, today: date) -> int | None:
+    if not birth_date or len(birth_date) < 10:
+        return None  # a year or year-month alone cannot place the 13th or 18th birthday
+    try:
+        born = date.fromisoformat(birth_date[:10])
+    except ValueError:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 def connect_token_revocation() -> None:

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # Break-the-glass (garrison.fhir.authz.break_glass): checklist P7. At most 240 minutes.
     break_glass_minutes: int = Field(default=60, ge=1, le=240)
 
+    # Notifications (garrison.notifications): email/SMS leave through an outbox. "file" writes them
+    # to data_dir/outbox.jsonl (no mail server in the embedded default); "log" only logs that they went.
+    outbox_sender: str = Field(default="file", pattern="^(file|log)$")
+    outbox_interval_seconds: float = Field(default=10.0, gt=0)  # how often the server delivers
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -39,6 +39,9 @@ NPI = "http://hl7.org/fhir/sid/us-npi"
 # A RelatedPerson carrying this identifier (value: a Garrison account id) lets that account act
 # as a proxy for the RelatedPerson's patient while the RelatedPerson is active and in period.
 PROXY_ACCOUNT = f"{BASE}/sid/proxy-account"
+# On a RelatedPerson an adult made to share their record: how much they share (valueCode, one of
+# PROXY_SCOPES in garrison.callers). Guardianships of minors carry no scope: age decides.
+PROXY_SCOPE = f"{BASE}/StructureDefinition/proxy-scope"
 
 
 def mrn_system(facility_code: str) -> str:

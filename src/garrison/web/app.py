@@ -3,11 +3,14 @@ server, and the FHIR API under /fhir, behind the security-headers and session mi
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -18,14 +21,17 @@ from garrison.audit.sink import AuditSink
 from garrison.callers import connect_token_revocation, proxy_patients
 from garrison.db.engine import make_engine, read_transaction
 from garrison.fhir.definitions import Definitions, definitions_from
+from garrison.notifications.outbox import OUTBOX_FILE, FileSender, LogSender, Sender, deliver_due
 from garrison.oauth.model import SignedInUser
 from garrison.settings import Settings
 from garrison.web.fhir_api import FhirApi
 from garrison.web.oauth import oauth_routes
+from garrison.web.portal import portal_routes
 from garrison.web.security_headers import SecurityHeadersMiddleware
 from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
 from garrison.web.workspace import workspace_routes
 
+log = logging.getLogger(__name__)
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 _LANDING = """<!doctype html>
@@ -34,7 +40,8 @@ _LANDING = """<!doctype html>
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <title>Garrison</title></head>
 <body><main><h1>Garrison</h1>
-<p><a href="/signin">Sign in</a> to your account. Staff:
+<p><a href="/signin">Sign in</a> to your account. Patients and families:
+<a href="/portal">the patient portal</a> (your record, messages, appointments, prescriptions). Staff:
 <a href="/workspace">the workspace</a> (find patients and families, register, review duplicates).</p>
 <p>The FHIR R4 API is at <a href="/fhir/metadata">/fhir</a> (SMART on FHIR:
 <a href="/.well-known/smart-configuration">configuration</a>).</p></main></body></html>
@@ -67,13 +74,32 @@ def _oauth_user(
     return user
 
 
-def _closing(audit: AuditSink) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    settings: Settings, engine: Engine, audit: AuditSink
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        audit.close()  # flush read audits still waiting to be written
+        delivering = asyncio.create_task(_deliver_outbox(settings, engine))
+        try:
+            yield
+        finally:
+            delivering.cancel()
+            audit.close()  # flush read audits still waiting to be written
 
     return lifespan
+
+
+async def _deliver_outbox(settings: Settings, engine: Engine) -> None:
+    """Send due notifications (reminders, "you have a message") every few seconds."""
+    sender: Sender = (
+        FileSender(settings.data_dir / OUTBOX_FILE) if settings.outbox_sender == "file" else LogSender()
+    )
+    while True:
+        await asyncio.sleep(settings.outbox_interval_seconds)
+        try:
+            await run_in_threadpool(deliver_due, engine, sender)
+        except Exception:  # keep delivering; the rows stay pending and are retried
+            log.exception("outbox delivery failed")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -91,8 +117,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", landing, methods=["GET"]),
-            *signin_routes(settings, engine),
+            *signin_routes(settings, engine, landing_by_kind={"patient": "/portal", "proxy": "/portal"}),
             *workspace_routes(settings, engine, definitions, audit),
+            *portal_routes(settings, engine, definitions, audit),
             # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
             *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
             Route("/fhir", fhir_api.__call__, methods=_METHODS),
@@ -102,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(SecurityHeadersMiddleware),
             Middleware(SessionMiddleware, settings=settings, engine=engine),
         ],
-        lifespan=_closing(audit),
+        lifespan=_lifespan(settings, engine, audit),
     )
     app.state.engine = engine
     app.state.settings = settings

@@ -13,7 +13,7 @@ the server enforces idle and absolute limits (checklist A9). Every POST needs a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -255,10 +255,15 @@ def safe_next(value: str | None) -> str | None:
 
 
 def signin_routes(
-    settings: Settings, engine: Engine, *, landing: str = "/account/security"
+    settings: Settings,
+    engine: Engine,
+    *,
+    landing: str = "/account/security",
+    landing_by_kind: Mapping[str, str] | None = None,
 ) -> list[BaseRoute]:
-    """The sign-in, sign-out and account-security routes, and /static for their stylesheet."""
-    pages = _Pages(settings, engine, landing)
+    """The sign-in, sign-out and account-security routes, and /static for their stylesheet.
+    After signing in, users go to `landing_by_kind[kind]` (patients: the portal), else `landing`."""
+    pages = _Pages(settings, engine, landing, dict(landing_by_kind or {}))
     return [
         Route("/signin", pages.signin_form, methods=["GET"]),
         Route("/signin", pages.signin_submit, methods=["POST"]),
@@ -276,16 +281,22 @@ def signin_routes(
 
 
 class _Pages:
-    def __init__(self, settings: Settings, engine: Engine, landing: str) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, landing: str, landing_by_kind: dict[str, str]
+    ) -> None:
         self.settings = settings
         self.engine = engine
-        self.landing = landing
+        self.default_landing = landing
+        self.landing_by_kind = landing_by_kind
         self.templates = page_templates()
         window = timedelta(seconds=settings.signin_rate_window_seconds)
         self.per_address = RateLimiter(settings.signin_rate_per_address, window)
         self.per_username = RateLimiter(settings.signin_rate_per_username, window)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _landing(self, who: SignedIn) -> str:
+        return self.landing_by_kind.get(who.kind, self.default_landing)
 
     def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("signed_in", signed_in(request))
@@ -342,7 +353,8 @@ class _Pages:
     def _signed_in_response(
         self, request: Request, new: flow.SignInSucceeded, next_path: str | None
     ) -> Response:
-        response = RedirectResponse(next_path or self.landing, status_code=303)
+        landing = self.landing_by_kind.get(new.new_session.session.account.kind, self.default_landing)
+        response = RedirectResponse(next_path or landing, status_code=303)
         # A fresh token every sign-in; whatever cookie came before is replaced (checklist A7).
         _set_cookie(response, self.settings, SESSION_COOKIE, new.new_session.token, samesite="lax")
         _delete_cookie(response, self.settings, PRESESSION_COOKIE)
@@ -364,8 +376,9 @@ class _Pages:
 
     async def signin_form(self, request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"))
-        if signed_in(request) is not None:
-            return RedirectResponse(next_path or self.landing, status_code=303)
+        who = signed_in(request)
+        if who is not None:
+            return RedirectResponse(next_path or self._landing(who), status_code=303)
         return self._render(
             request,
             "signin.html",
@@ -480,8 +493,9 @@ class _Pages:
 
     async def card_form(self, request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"))
-        if signed_in(request) is not None:
-            return RedirectResponse(next_path or self.landing, status_code=303)
+        who = signed_in(request)
+        if who is not None:
+            return RedirectResponse(next_path or self._landing(who), status_code=303)
         return self._render(
             request,
             "card.html",

@@ -94,3 +94,19 @@ class ScopeSet:
                 return None
             alternatives.append(grant.filters)
         return alternatives
+
+    def narrowed_to(self, limit: ScopeSet) -> ScopeSet:
+        """What both allow: each grant of this set cut down to the types and interactions an
+        unfiltered grant of `limit` covers (a proxy whose access is limited using an app)."""
+        narrowed: list[ScopeGrant] = []
+        for grant in self.grants:
+            for bound in limit.grants:
+                if bound.filters:
+                    continue
+                if grant.resource_type != "*" and bound.resource_type not in ("*", grant.resource_type):
+                    continue
+                interactions = grant.interactions & bound.interactions
+                if interactions:
+                    resource_type = bound.resource_type if grant.resource_type == "*" else grant.resource_type
+                    narrowed.append(ScopeGrant(grant.level, resource_type, interactions, grant.filters))
+        return ScopeSet(tuple(narrowed))

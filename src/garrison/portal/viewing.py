@@ -1,0 +1,139 @@
+"""Whose record a portal user has in view: their own, or one they act for (a child, or an adult who
+shared their record). The choice is kept per session (`portal_view`); whether it is still allowed
+is decided again on every request by `garrison.callers` (guardianships end at 18, grants expire or
+are revoked), and an outdated choice falls back to the user's own record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Connection, delete, insert, select
+
+from garrison import clock
+from garrison.callers import ProxyGrant, proxy_grants
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.resource import format_instant
+from garrison.fhir.search.query import SearchRequest
+from garrison.identity.model import Account
+from garrison.portal.viewing_tables import portal_view
+from garrison.settings import Settings
+
+Relationship = Literal["self", "guardian", "granted"]
+ACCESS_WORDS = {
+    "full": "full access",
+    "limited": "limited access: what a teenager shares in confidence is not shown",
+    "scheduling": "appointments, messages and refills only",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChoice:
+    """One record the user may view, as the record switcher and the banner describe it."""
+
+    patient_id: str
+    name: str
+    relationship: Relationship
+    access: Literal["full", "limited", "scheduling"]
+    birth_date: str | None
+    ends: str | None
+
+    @property
+    def is_self(self) -> bool:
+        return self.relationship == "self"
+
+    @property
+    def access_words(self) -> str:
+        return ACCESS_WORDS[self.access]
+
+
+def record_choices(
+    connection: Connection, definitions: Definitions, settings: Settings, account: Account
+) -> list[RecordChoice]:
+    """The user's own record first (when they are a patient), then the records they act for."""
+    own = account.fhir_user.removeprefix("Patient/") if account.fhir_user.startswith("Patient/") else None
+    grants = [g for g in proxy_grants(connection, definitions, settings, account.id) if g.patient_id != own]
+    names = _patients(
+        connection, definitions, settings, [*([own] if own else []), *(g.patient_id for g in grants)]
+    )
+    choices: list[RecordChoice] = []
+    if own is not None:
+        patient = names.get(own, {})
+        choices.append(RecordChoice(own, _name(patient), "self", "full", patient.get("birthDate"), None))
+    for grant in sorted(grants, key=lambda g: _name(names.get(g.patient_id, {}))):
+        choices.append(_choice(grant, names.get(grant.patient_id, {})))
+    return choices
+
+
+def viewed_patient(
+    connection: Connection, session_id: str, choices: list[RecordChoice]
+) -> RecordChoice | None:
+    """The record in view for this session: the one chosen if it is still allowed, else the first
+    choice (their own record). None when the user may view no record at all."""
+    chosen = connection.execute(
+        select(portal_view.c.patient_id).where(portal_view.c.session_id == session_id)
+    ).scalar_one_or_none()
+    for choice in choices:
+        if choice.patient_id == chosen:
+            return choice
+    return choices[0] if choices else None
+
+
+def choose(
+    connection: Connection, session_id: str, patient_id: str, choices: list[RecordChoice]
+) -> RecordChoice:
+    """Put another record in view for this session; ValueError when it is not one of the choices."""
+    choice = next((c for c in choices if c.patient_id == patient_id), None)
+    if choice is None:
+        raise ValueError("not a record this account may view")
+    connection.execute(delete(portal_view).where(portal_view.c.session_id == session_id))
+    connection.execute(
+        insert(portal_view).values(
+            session_id=session_id, patient_id=patient_id, chosen=format_instant(clock.now())
+        )
+    )
+    return choice
+
+
+def forget(connection: Connection, session_id: str) -> None:
+    """Drop the session's choice (it fell back to the user's own record)."""
+    connection.execute(delete(portal_view).where(portal_view.c.session_id == session_id))
+
+
+def _patients(
+    connection: Connection, definitions: Definitions, settings: Settings, ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Name and birth date of the people on the switcher. Read as a system lookup: the user is
+    entitled to these records (the grants above), and what they open is audited by the page."""
+    if not ids:
+        return {}
+    repo = Repository(connection, definitions, settings, AccessContext.system("portal-record-switcher"))
+    page = repo.search(SearchRequest("Patient", [("_id", ",".join(ids)), ("_count", str(len(ids)))]))
+    return {stored.id: stored.parsed() for stored in page.matches}
+
+
+def _choice(grant: ProxyGrant, patient: dict[str, Any]) -> RecordChoice:
+    return RecordChoice(
+        grant.patient_id,
+        _name(patient),
+        grant.kind,
+        grant.access,
+        patient.get("birthDate") or grant.birth_date,
+        grant.ends,
+    )
+
+
+def _name(patient: dict[str, Any]) -> str:
+    """The name a person goes by: the official (or first) name, given names then family."""
+    names = patient.get("name") or []
+    chosen = next((n for n in names if n.get("use") == "usual"), None) or next(
+        (n for n in names if n.get("use") == "official"), names[0] if names else {}
+    )
+    text = chosen.get("text")
+    if text:
+        return str(text)
+    parts = [*chosen.get("given", [])[:1], chosen.get("family", "")]
+    return " ".join(p for p in parts if p) or "Unnamed"

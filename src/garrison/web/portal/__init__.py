@@ -1,0 +1,77 @@
+"""The patient portal at /portal: server-rendered pages over the FHIR store, under the patient's
+(or proxy's) own access context. `base.py` is the shared plumbing; each area has its module and
+its domain package (`garrison.portal`, `garrison.messaging`, `garrison.scheduling`, ...).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from garrison.audit.sink import AuditSink
+from garrison.errors import BadRequest
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.portal import viewing
+from garrison.settings import Settings
+from garrison.web.portal.base import PortalPages, Refused
+
+
+def portal_routes(
+    settings: Settings, engine: Engine, definitions: Definitions, audit: AuditSink | None = None
+) -> list[BaseRoute]:
+    pages = PortalPages(settings, engine, definitions, audit)
+    home = _Home(pages)
+    return [
+        Route("/portal", home.home, methods=["GET"]),
+        Route("/portal/switch", home.switch_form, methods=["GET"]),
+        Route("/portal/switch", home.switch, methods=["POST"]),
+    ]
+
+
+class _Home:
+    def __init__(self, pages: PortalPages) -> None:
+        self.pages = pages
+
+    async def home(self, request: Request) -> Response:
+        pages = self.pages
+        try:
+            who = await pages.user(request)
+            await pages.run(request, who, lambda repo: None, write=False, action="portal:home:read")
+        except Refused as refused:
+            return refused.response
+        return pages.render(
+            request, "portal/home.html", section="home", switched=request.query_params.get("switched")
+        )
+
+    async def switch_form(self, request: Request) -> Response:
+        pages = self.pages
+        try:
+            who = await pages.user(request)
+            await pages.run(request, who, lambda repo: None, write=False, action="portal:switch:read")
+        except Refused as refused:
+            return refused.response
+        return pages.render(request, "portal/switch.html", section="switch")
+
+    async def switch(self, request: Request) -> Response:
+        pages = self.pages
+        try:
+            who = await pages.user(request)
+            form = await pages.form(request)
+            wanted = pages.text(form, "patient", 64)
+
+            def put_in_view(repo: Repository) -> None:
+                view = pages.viewed(request)
+                choices = list(view.choices) if view is not None else []
+                try:
+                    chosen = viewing.choose(repo.connection, who.session_id, wanted, choices)
+                except ValueError:
+                    raise BadRequest("That is not a record you can view.") from None
+                pages.note(repo, "portal:record:switch", to=f"Patient/{chosen.patient_id}")
+
+            await pages.run(request, who, put_in_view, write=True, action="portal:switch:update")
+        except Refused as refused:
+            return refused.response
+        return RedirectResponse("/portal?switched=1", status_code=303)
