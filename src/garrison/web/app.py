@@ -28,6 +28,7 @@ from garrison.web.fhir_api import FhirApi
 from garrison.web.oauth import oauth_routes
 from garrison.web.portal import portal_routes
 from garrison.web.security_headers import SecurityHeadersMiddleware
+from garrison.web.server_timing import ServerTimingMiddleware
 from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
 from garrison.web.workspace import workspace_routes
 
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/fhir/{path:path}", fhir_api.__call__, methods=_METHODS),
         ],
         middleware=[
+            Middleware(ServerTimingMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(SessionMiddleware, settings=settings, engine=engine),
         ],
