@@ -30,6 +30,7 @@ from garrison.web.portal import portal_routes
 from garrison.web.security_headers import SecurityHeadersMiddleware
 from garrison.web.server_timing import ServerTimingMiddleware
 from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
+from garrison.web.staff_inbox import inbox_routes
 from garrison.web.workspace import workspace_routes
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *signin_routes(settings, engine, landing_by_kind={"patient": "/portal", "proxy": "/portal"}),
             *workspace_routes(settings, engine, definitions, audit),
             *portal_routes(settings, engine, definitions, audit),
+            *inbox_routes(settings, engine, definitions, audit),
             # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
             *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
             Route("/fhir", fhir_api.__call__, methods=_METHODS),

@@ -110,6 +110,13 @@ class _Workspace:
         context.setdefault("error", None)
         context.setdefault("may_register", role is not None and role.allows("create", "Patient"))
         context.setdefault("may_review", role is not None and role.allows_operation("merge"))
+        # The message inbox (garrison.web.staff_inbox) is for roles that read and write messages.
+        context.setdefault(
+            "may_message",
+            role is not None
+            and role.allows("search", "Communication")
+            and role.allows("create", "Communication"),
+        )
         context.setdefault("section", "")
         return self.templates.TemplateResponse(request, name, context, status_code=status)
 

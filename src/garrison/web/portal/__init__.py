@@ -16,6 +16,7 @@ from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.portal import viewing
 from garrison.settings import Settings
+from garrison.web.portal import messages as message_pages
 from garrison.web.portal.base import PortalPages, Refused
 
 
@@ -28,6 +29,7 @@ def portal_routes(
         Route("/portal", home.home, methods=["GET"]),
         Route("/portal/switch", home.switch_form, methods=["GET"]),
         Route("/portal/switch", home.switch, methods=["POST"]),
+        *message_pages.routes(pages),
     ]
 
 
