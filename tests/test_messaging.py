@@ -587,7 +587,7 @@ def test_attachments_are_stored_as_binaries_and_downloaded_by_both_sides(w: Worl
         ("photo.jpeg", "image/jpeg", len(JPEG)),
         ("notes.txt", "text/plain", 10),
     ]
-    assert all(f["url"].startswith("Binary/") and f["hash"] for f in files)
+    assert all(f["url"].startswith("Binary/") and f["size"] > 0 for f in files)
     binary = w.system(lambda repo: repo.read("Binary", files[0]["url"].removeprefix("Binary/")).parsed())
     assert binary["securityContext"] == {"reference": f"Communication/{sent.thread_id}"}
     got = w.run(PATIENT_CTX, lambda repo: threads.attachment(repo, sent.thread_id, sent.thread_id, 0))

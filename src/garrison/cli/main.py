@@ -20,6 +20,7 @@ from garrison.cli.clients import clients
 from garrison.cli.network import network
 from garrison.cli.patients import patients
 from garrison.cli.population import generate
+from garrison.cli.portal import portal
 from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
 from garrison.db.statistics import refresh_statistics
@@ -237,7 +238,7 @@ def demo(host: str, port: int, patients: int, seed: int) -> None:
 
 
 def _demo_sign_ins(settings: Settings, engine: Engine, host: str, port: int) -> None:
-    from garrison.identity.demo import CREDENTIALS_FILE, describe, ensure_demo_accounts
+    from garrison.identity.demo import CREDENTIALS_FILE, activation_note, describe, ensure_demo_accounts
 
     accounts = ensure_demo_accounts(engine, definitions_from(settings.definitions_dir), settings)
     click.echo(f"\nSign in at http://{host}:{port}/signin")
@@ -248,6 +249,9 @@ def _demo_sign_ins(settings: Settings, engine: Engine, host: str, port: int) -> 
         click.echo("  " + describe(account).replace("\n", "\n  "))
     click.echo(f"  (also saved to {settings.data_dir / CREDENTIALS_FILE}; staff then enter the 6-digit code")
     click.echo("   of an authenticator app set up with the secret shown)\n")
+    note = activation_note(settings)
+    if note:
+        click.echo("  " + note)
 
 
 main.add_command(accounts_group)
@@ -256,6 +260,7 @@ main.add_command(clients)
 main.add_command(network)
 main.add_command(patients)
 main.add_command(generate)
+main.add_command(portal)
 
 if __name__ == "__main__":
     main()

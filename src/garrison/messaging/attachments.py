@@ -6,7 +6,7 @@ agree with the contents. At most `MAX_FILES` files of `MAX_FILE_BYTES` each per 
 
 Each file is stored as a FHIR Binary (https://hl7.org/fhir/R4/binary.html) whose
 `securityContext` is the message's Communication, and the Communication's
-`payload.contentAttachment` carries the title, type, size, SHA-1 hash and `url: Binary/<id>`.
+`payload.contentAttachment` carries the title, type, size and `url: Binary/<id>`.
 Binary is outside the Patient compartment, so the access policy grants it to no patient or staff
 role: the messaging code writes and reads it with a narrow system context, and only after the
 caller's own Repository has shown that the caller may see the Communication it belongs to.
@@ -15,7 +15,6 @@ caller's own Repository has shown that the caller may see the Communication it b
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -177,8 +176,7 @@ def store(repo: Repository, communication_id: str, files: list[CheckedFile]) -> 
                 "contentType": file.content_type,
                 "url": f"Binary/{binary.id}",
                 "size": len(file.data),
-                # https://hl7.org/fhir/R4/datatypes.html#Attachment: SHA-1 of the data, base64.
-                "hash": base64.b64encode(hashlib.sha1(file.data).digest()).decode("ascii"),  # noqa: S324 - FHIR names SHA-1
+                # No Attachment.hash: R4 defines it as SHA-1, which Garrison does not use (C2).
                 "title": file.title,
                 "creation": created,
             }

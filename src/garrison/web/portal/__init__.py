@@ -16,7 +16,9 @@ from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.portal import viewing
 from garrison.settings import Settings
+from garrison.web.portal import family as family_pages
 from garrison.web.portal import messages as message_pages
+from garrison.web.portal.account import account_routes
 from garrison.web.portal.base import PortalPages, Refused
 
 
@@ -30,6 +32,8 @@ def portal_routes(
         Route("/portal/switch", home.switch_form, methods=["GET"]),
         Route("/portal/switch", home.switch, methods=["POST"]),
         *message_pages.routes(pages),
+        *family_pages.routes(pages),
+        *account_routes(settings, engine, definitions),
     ]
 
 
