@@ -29,7 +29,13 @@ PATIENT_A = "pat-a"
 
 def _instance(definitions: Definitions, resource_type: str) -> dict[str, Any]:
     body = patient_instance(definitions, resource_type, PATIENT_A)
-    return body if body is not None else minimal_instance(definitions, resource_type)
+    if body is not None:
+        return body
+    body = minimal_instance(definitions, resource_type)
+    if resource_type == "Task":
+        # Outside the compartment, but a Task written from a patient's record must name them.
+        body["for"] = {"reference": f"Patient/{PATIENT_A}"}
+    return body
 
 
 @pytest.fixture

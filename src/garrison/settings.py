@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     outbox_sender: str = Field(default="file", pattern="^(file|log)$")
     outbox_interval_seconds: float = Field(default=10.0, gt=0)  # how often the server delivers
 
+    # Portal result release (garrison.portal.release): results reach the portal at once, except
+    # the sensitive groups named here: rule -> days after the result is issued, or null for "until
+    # a clinician releases it". Rules: hiv, genetic, pathology. {} releases everything at once.
+    portal_result_holds: dict[str, int | None] = Field(
+        default_factory=lambda: {"hiv": 3, "genetic": None, "pathology": 3}
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

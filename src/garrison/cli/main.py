@@ -239,9 +239,13 @@ def demo(host: str, port: int, patients: int, seed: int) -> None:
 
 def _demo_sign_ins(settings: Settings, engine: Engine, host: str, port: int) -> None:
     from garrison.identity.demo import CREDENTIALS_FILE, activation_note, describe, ensure_demo_accounts
+    from garrison.portal.demo import seed_portal_demo
 
-    accounts = ensure_demo_accounts(engine, definitions_from(settings.definitions_dir), settings)
-    click.echo(f"\nSign in at http://{host}:{port}/signin")
+    definitions = definitions_from(settings.definitions_dir)
+    accounts = ensure_demo_accounts(engine, definitions, settings)
+    seed_portal_demo(engine, definitions, settings)
+    click.echo(f"\nSign in at http://{host}:{port}/signin: patients and parents land in the patient portal")
+    click.echo(f"(http://{host}:{port}/portal), staff use the workspace (http://{host}:{port}/workspace).")
     if accounts is None:
         click.echo(f"  demo accounts exist; their passwords are in {settings.data_dir / CREDENTIALS_FILE}")
         return

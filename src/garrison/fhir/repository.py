@@ -561,7 +561,19 @@ class Repository:
         before = security_labels(previous.content) if previous is not None and previous.content else set()
         if security_labels(stored.content) != before and not self.guard.may_label():
             raise Forbidden("Your role may not set or change security labels (meta.security)")
-        if resource_type not in self.guard.policy.clinical_types or pending.index_rows is None:
+        if pending.index_rows is None:
+            return
+        if resource_type not in self.guard.policy.clinical_types:
+            # Outside the Patient compartment (Task: a refill request) the compartment cannot say
+            # whose it is; from one record, a write may still only name that record's patient.
+            if self.guard.role is not None and self.guard.role.patients == "own":
+                named = {
+                    row["target_id"]
+                    for row in pending.index_rows.by_table.get("reference", ())
+                    if row["param"] == "patient" and row.get("target_type") == "Patient"
+                }
+                if named != {self.context.patient}:  # naming no patient is not belonging either
+                    raise Forbidden(f"A {resource_type} written from this record must belong to it")
             return
         patients = compartment_patients(self.definitions, resource_type, stored.id, pending.index_rows)
         if resource_type == "Patient" and interaction == "create":

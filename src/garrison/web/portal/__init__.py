@@ -11,13 +11,18 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from garrison.audit.sink import AuditSink
-from garrison.errors import BadRequest
+from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
+from garrison.messaging import threads
 from garrison.portal import viewing
+from garrison.portal.help import needs_tour
 from garrison.settings import Settings
 from garrison.web.portal import family as family_pages
+from garrison.web.portal import help as help_pages
 from garrison.web.portal import messages as message_pages
+from garrison.web.portal import prescriptions, sharing
+from garrison.web.portal import record as record_pages
 from garrison.web.portal.account import account_routes
 from garrison.web.portal.base import PortalPages, Refused
 
@@ -31,10 +36,28 @@ def portal_routes(
         Route("/portal", home.home, methods=["GET"]),
         Route("/portal/switch", home.switch_form, methods=["GET"]),
         Route("/portal/switch", home.switch, methods=["POST"]),
+        *record_pages.routes(pages),
         *message_pages.routes(pages),
         *family_pages.routes(pages),
+        *prescriptions.routes(pages),
+        *sharing.routes(pages),
+        *help_pages.routes(pages),
         *account_routes(settings, engine, definitions),
     ]
+
+
+def _summary(repo: Repository) -> dict[str, str | None]:
+    """The home page's one-line news per area; an area the access in use does not cover says nothing."""
+    try:
+        unread = threads.unread_count(repo)
+    except Forbidden:
+        unread = 0
+    return {
+        "record": record_pages.home_summary(repo),
+        "messages": f"{unread} conversation{'s' if unread != 1 else ''} with a new reply."
+        if unread
+        else None,
+    }
 
 
 class _Home:
@@ -45,11 +68,24 @@ class _Home:
         pages = self.pages
         try:
             who = await pages.user(request)
-            await pages.run(request, who, lambda repo: None, write=False, action="portal:home:read")
+            tour, summary = await pages.run(
+                request,
+                who,
+                lambda repo: (needs_tour(repo.connection, who.account_id), _summary(repo)),
+                write=False,
+                action="portal:home:read",
+            )
         except Refused as refused:
             return refused.response
+        finished = request.query_params.get("tour")
         return pages.render(
-            request, "portal/home.html", section="home", switched=request.query_params.get("switched")
+            request,
+            "portal/home.html",
+            section="home",
+            switched=request.query_params.get("switched"),
+            tour=tour,
+            summary=summary,
+            notice="You can take the tour again from Help." if finished in ("finished", "skipped") else None,
         )
 
     async def switch_form(self, request: Request) -> Response:
