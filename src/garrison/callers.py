@@ -91,6 +91,7 @@ def _user_context(
     source: str | None,
     scopes: ScopeSet | None = None,
     client: str | None = None,
+    grants: list[ProxyGrant] | None = None,
 ) -> AccessContext:
     """A user's context, for tokens and web sessions alike. Patients and proxies view one record:
     their own, or one they act for while the proxy relationship stands (checked on every request,
@@ -102,7 +103,8 @@ def _user_context(
         if patient is None:
             raise Unauthorized("No patient record is in view")
         if patient != own:
-            grants = proxy_grants(connection, definitions, settings, account.id)
+            if grants is None:
+                grants = proxy_grants(connection, definitions, settings, account.id)
             grant = next((g for g in grants if g.patient_id == patient), None)
             if grant is None:
                 raise Unauthorized("You do not have access to that person's record")
@@ -268,11 +270,15 @@ def context_for_session(
     session_id: str,
     source: str | None,
     patient: str | None = None,
+    account: Account | None = None,
+    grants: list[ProxyGrant] | None = None,
 ) -> AccessContext:
     """The context of a signed-in web user (portal, workspace pages). `patient` names whose
     record a patient or proxy is viewing (their own by default); a proxy relationship is checked
-    on every request. Unauthorized when the account is gone or disabled."""
-    account = get_account(connection, account_id)
+    on every request. Unauthorized when the account is gone or disabled. A caller that has just
+    read the account and its proxy grants in this transaction passes them in (the portal does)."""
+    if account is None or account.id != account_id:
+        account = get_account(connection, account_id)
     if account is None or account.disabled:
         raise Unauthorized("The account is no longer active")
     # Staff pages have no patient in context; patients and proxies view one record at a time.
@@ -286,4 +292,5 @@ def context_for_session(
         patient=in_view,
         session=session_id,
         source=source,
+        grants=grants,
     )

@@ -6,6 +6,7 @@ are revoked), and an outdated choice falls back to the user's own record.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,12 @@ from garrison.portal.viewing_tables import portal_view
 from garrison.settings import Settings
 
 Relationship = Literal["self", "guardian", "granted"]
+# Names and birth dates on the switcher, kept a minute per process: every portal page shows them,
+# they are not what access depends on (the grants are read on every request), and a changed name
+# shows up within the minute.
+_NAMES: dict[str, tuple[float, dict[str, Any]]] = {}
+_NAMES_SECONDS = 60.0
+_NAMES_MAX = 50_000
 ACCESS_WORDS = {
     "full": "full access",
     "limited": "limited access: what a teenager shares in confidence is not shown",
@@ -51,11 +58,18 @@ class RecordChoice:
 
 
 def record_choices(
-    connection: Connection, definitions: Definitions, settings: Settings, account: Account
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    account: Account,
+    grants: list[ProxyGrant] | None = None,
 ) -> list[RecordChoice]:
-    """The user's own record first (when they are a patient), then the records they act for."""
+    """The user's own record first (when they are a patient), then the records they act for
+    (`grants`: the account's proxy grants, when the caller has just read them)."""
     own = account.fhir_user.removeprefix("Patient/") if account.fhir_user.startswith("Patient/") else None
-    grants = [g for g in proxy_grants(connection, definitions, settings, account.id) if g.patient_id != own]
+    if grants is None:
+        grants = proxy_grants(connection, definitions, settings, account.id)
+    grants = [g for g in grants if g.patient_id != own]
     names = _patients(
         connection, definitions, settings, [*([own] if own else []), *(g.patient_id for g in grants)]
     )
@@ -108,11 +122,22 @@ def _patients(
 ) -> dict[str, dict[str, Any]]:
     """Name and birth date of the people on the switcher. Read as a system lookup: the user is
     entitled to these records (the grants above), and what they open is audited by the page."""
-    if not ids:
-        return {}
-    repo = Repository(connection, definitions, settings, AccessContext.system("portal-record-switcher"))
-    page = repo.search(SearchRequest("Patient", [("_id", ",".join(ids)), ("_count", str(len(ids)))]))
-    return {stored.id: stored.parsed() for stored in page.matches}
+    now = time.monotonic()
+    found = {i: hit[1] for i in ids if (hit := _NAMES.get(i)) is not None and hit[0] > now}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        repo = Repository(connection, definitions, settings, AccessContext.system("portal-record-switcher"))
+        page = repo.search(
+            SearchRequest("Patient", [("_id", ",".join(missing)), ("_count", str(len(missing)))])
+        )
+        if len(_NAMES) > _NAMES_MAX:
+            _NAMES.clear()
+        for stored in page.matches:
+            patient = stored.parsed()
+            shown = {"name": patient.get("name", []), "birthDate": patient.get("birthDate")}
+            _NAMES[stored.id] = (now + _NAMES_SECONDS, shown)
+            found[stored.id] = shown
+    return found
 
 
 def _choice(grant: ProxyGrant, patient: dict[str, Any]) -> RecordChoice:

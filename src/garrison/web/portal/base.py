@@ -29,13 +29,14 @@ from starlette.types import Message
 from garrison.audit.chain import append_records
 from garrison.audit.records import AuditRecord
 from garrison.audit.sink import AuditSink
-from garrison.callers import context_for_session
+from garrison.callers import ProxyGrant, context_for_session, proxy_grants
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import Forbidden, GarrisonError, Unauthorized
 from garrison.fhir.audit_trail import access_records, failure_record
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.identity.accounts import get_account
+from garrison.identity.model import Account
 from garrison.portal import viewing
 from garrison.portal.viewing import RecordChoice
 from garrison.settings import Settings
@@ -163,7 +164,7 @@ class PortalPages:
             repo: Repository | None = None
             try:
                 with transaction(self.engine) as connection:
-                    view = self._view(connection, who)
+                    account, grants, view = self._view(connection, who)
                     request.scope[_VIEW_KEY] = view
                     context = context_for_session(
                         connection,
@@ -173,6 +174,8 @@ class PortalPages:
                         session_id=who.session_id,
                         source=source,
                         patient=view.viewing.patient_id,
+                        account=account,
+                        grants=grants,
                     )
                     repo = Repository(connection, self.definitions, self.settings, context)
                     result = work(repo)
@@ -211,15 +214,18 @@ class PortalPages:
             log.exception("Unhandled error serving %s %s", request.method, request.url.path)
             raise Refused(self.error(request, 500, "Something went wrong. Nothing was changed.")) from error
 
-    def _view(self, connection: Connection, who: SignedIn) -> PortalView:
+    def _view(self, connection: Connection, who: SignedIn) -> tuple[Account, list[ProxyGrant], PortalView]:
+        """The account, its proxy grants (read once per request: revoking one takes effect on the
+        next) and the record in view."""
         account = get_account(connection, who.account_id)
         if account is None or account.disabled:
             raise Unauthorized("The account is no longer active")
-        choices = viewing.record_choices(connection, self.definitions, self.settings, account)
+        grants = proxy_grants(connection, self.definitions, self.settings, account.id)
+        choices = viewing.record_choices(connection, self.definitions, self.settings, account, grants)
         chosen = viewing.viewed_patient(connection, who.session_id, choices)
         if chosen is None:
             raise Forbidden("This account has no record to show: no one has shared theirs with it.")
-        return PortalView(chosen, tuple(choices))
+        return account, grants, PortalView(chosen, tuple(choices))
 
     @staticmethod
     def note(repo: Repository, action: str, **detail: Any) -> None:
