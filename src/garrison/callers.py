@@ -143,6 +143,7 @@ _SCHEDULING_SCOPES = ScopeSet.parse(
             ("Communication", "crus"),
             ("Task", "crus"),
             ("MedicationRequest", "rs"),
+            ("ServiceRequest", "rs"),  # referrals decide which specialty clinics may be booked
             ("CareTeam", "rs"),
             ("Encounter", "rs"),
             ("RelatedPerson", "rs"),

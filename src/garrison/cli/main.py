@@ -21,6 +21,7 @@ from garrison.cli.network import network
 from garrison.cli.patients import patients
 from garrison.cli.population import generate
 from garrison.cli.portal import portal
+from garrison.cli.schedules import schedules
 from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
 from garrison.db.statistics import refresh_statistics
@@ -265,6 +266,7 @@ main.add_command(network)
 main.add_command(patients)
 main.add_command(generate)
 main.add_command(portal)
+main.add_command(schedules)
 
 if __name__ == "__main__":
     main()

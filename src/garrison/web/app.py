@@ -23,6 +23,7 @@ from garrison.db.engine import make_engine, read_transaction
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.notifications.outbox import OUTBOX_FILE, FileSender, LogSender, Sender, deliver_due
 from garrison.oauth.model import SignedInUser
+from garrison.scheduling.waitlist import sweep_offers
 from garrison.settings import Settings
 from garrison.web.fhir_api import FhirApi
 from garrison.web.oauth import oauth_routes
@@ -77,11 +78,11 @@ def _oauth_user(
 
 
 def _lifespan(
-    settings: Settings, engine: Engine, audit: AuditSink
+    settings: Settings, engine: Engine, definitions: Definitions, audit: AuditSink
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        delivering = asyncio.create_task(_deliver_outbox(settings, engine))
+        delivering = asyncio.create_task(_background(settings, engine, definitions))
         try:
             yield
         finally:
@@ -91,17 +92,19 @@ def _lifespan(
     return lifespan
 
 
-async def _deliver_outbox(settings: Settings, engine: Engine) -> None:
-    """Send due notifications (reminders, "you have a message") every few seconds."""
+async def _background(settings: Settings, engine: Engine, definitions: Definitions) -> None:
+    """Every few seconds: offer freed appointment times to the waitlist (lapsed offers pass on),
+    then send due notifications (reminders, offers, "you have a message")."""
     sender: Sender = (
         FileSender(settings.data_dir / OUTBOX_FILE) if settings.outbox_sender == "file" else LogSender()
     )
     while True:
         await asyncio.sleep(settings.outbox_interval_seconds)
         try:
+            await run_in_threadpool(sweep_offers, engine, definitions, settings)
             await run_in_threadpool(deliver_due, engine, sender)
-        except Exception:  # keep delivering; the rows stay pending and are retried
-            log.exception("outbox delivery failed")
+        except Exception:  # keep going; pending rows stay pending and are retried
+            log.exception("background delivery failed")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -133,7 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(SecurityHeadersMiddleware),
             Middleware(SessionMiddleware, settings=settings, engine=engine),
         ],
-        lifespan=_lifespan(settings, engine, audit),
+        lifespan=_lifespan(settings, engine, definitions, audit),
     )
     app.state.engine = engine
     app.state.settings = settings

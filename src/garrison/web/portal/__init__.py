@@ -17,11 +17,12 @@ from garrison.fhir.repository import Repository
 from garrison.messaging import threads
 from garrison.portal import viewing
 from garrison.portal.help import needs_tour
+from garrison.scheduling import visits
 from garrison.settings import Settings
+from garrison.web.portal import appointments, prescriptions, sharing
 from garrison.web.portal import family as family_pages
 from garrison.web.portal import help as help_pages
 from garrison.web.portal import messages as message_pages
-from garrison.web.portal import prescriptions, sharing
 from garrison.web.portal import record as record_pages
 from garrison.web.portal.account import account_routes
 from garrison.web.portal.base import PortalPages, Refused
@@ -38,6 +39,7 @@ def portal_routes(
         Route("/portal/switch", home.switch, methods=["POST"]),
         *record_pages.routes(pages),
         *message_pages.routes(pages),
+        *appointments.routes(pages),
         *family_pages.routes(pages),
         *prescriptions.routes(pages),
         *sharing.routes(pages),
@@ -52,7 +54,12 @@ def _summary(repo: Repository) -> dict[str, str | None]:
         unread = threads.unread_count(repo)
     except Forbidden:
         unread = 0
+    try:
+        appointments_line = visits.home_summary(repo)
+    except Forbidden:
+        appointments_line = None
     return {
+        "appointments": appointments_line,
         "record": record_pages.home_summary(repo),
         "messages": f"{unread} conversation{'s' if unread != 1 else ''} with a new reply."
         if unread
