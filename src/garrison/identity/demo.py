@@ -242,7 +242,8 @@ def ensure_demo_activation(
         if _demo_code_issued(connection):
             return None
         repo = Repository(connection, definitions, settings, AccessContext.system("demo-accounts"))
-        patient_id = _activation_candidate(repo)
+        physician = find_account(connection, "dr.demo")
+        patient_id = _activation_candidate(repo, physician.facility if physician is not None else None)
         if patient_id is None:
             return None
         issued = activation.issue_code(repo, patient_id)
@@ -283,8 +284,20 @@ def _demo_code_issued(connection: Connection) -> bool:
     )
 
 
-def _activation_candidate(repo: Repository) -> str | None:
-    page = repo.search(SearchRequest("Patient", [("_count", "200"), ("_sort", "_id")]))
+def _activation_candidate(repo: Repository, facility: str | None) -> str | None:
+    """Someone registered at the demo physician's facility first: the new user's messages then
+    reach the pool dr.demo answers, and the scheduling demo's clinic time is at their facility,
+    so a new user can try everything in the demo. Anyone else otherwise."""
+    near = [[("organization", f"Organization/{facility}")]] if facility else []
+    for params in [*near, []]:
+        found = _first_candidate(repo, params)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_candidate(repo: Repository, params: list[tuple[str, str]]) -> str | None:
+    page = repo.search(SearchRequest("Patient", [*params, ("_count", "200"), ("_sort", "_id")]))
     today = clock.now().date()
     for stored in page.matches:
         patient = stored.parsed()
