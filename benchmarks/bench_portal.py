@@ -270,7 +270,11 @@ def book_once(browser: Browser, figures: Figures) -> None:
     if not links:
         return
     status, page, _, _, _ = browser.get(unescape(random.choice(links[:10])))
-    forms = [(a, f) for a, f in _forms(page) if a.get("method", "").lower() == "post" and "csrf_token" in f]
+    forms = [  # the booking form (the page's header also holds the sign-out form)
+        (a, f)
+        for a, f in _forms(page)
+        if a.get("method", "").lower() == "post" and a.get("action", "").startswith("/portal/appointments")
+    ]
     if status != 200 or not forms:
         return
     attrs, fields = forms[0]
@@ -394,9 +398,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
         "--think-ms",
-        type=float,
-        default=0.0,
-        help="mean pause between a patient's requests (0: back to back, a stress test)",
+        default="0",
+        help="mean pause between a patient's requests, ms (0: back to back, a stress test); "
+        "comma-separated values run one after another on the same database",
     )
     parser.add_argument("--reuse-sqlite", type=Path, help="an already populated SQLite file (not copied)")
     args = parser.parse_args()
@@ -420,9 +424,10 @@ def main() -> None:
                 with phase(f"{backend}: generating {args.patients:,} patients"):
                     _populate(env, args.patients)
                 analyze_database(url)
-            results.append(
-                run(backend, url, args.patients, args.users, args.seconds, args.workers, args.think_ms)
-            )
+            for think_ms in (float(v) for v in str(args.think_ms).split(",") if v.strip()):
+                results.append(
+                    run(backend, url, args.patients, args.users, args.seconds, args.workers, think_ms)
+                )
     if args.json:
         print(f"results: {write_results('bench_portal', results)}")
 
