@@ -160,15 +160,15 @@ INDEX_TABLES: dict[str, Table] = {
 # Domain packages keep their non-clinical tables beside their code, on this same metadata.
 import garrison.empi.tables  # noqa: E402, F401
 from garrison.audit import schema as _audit_tables  # noqa: E402, F401
+from garrison.identity import portal_tables as _identity_portal_tables  # noqa: E402, F401
 from garrison.identity import tables as _identity_tables  # noqa: E402, F401
+from garrison.messaging import tables as _messaging_tables  # noqa: E402, F401
 from garrison.network import tables as _network_tables  # noqa: E402, F401
+from garrison.notifications import tables as _notification_tables  # noqa: E402, F401
 from garrison.oauth import tables as _oauth_tables  # noqa: E402, F401
 from garrison.population import tables as _population_tables  # noqa: E402, F401
-from garrison.privacy import tables as _privacy_tables  # noqa: E402, F401
-from garrison.notifications import tables as _notification_tables  # noqa: E402, F401
-from garrison.portal import viewing_tables as _portal_view_tables  # noqa: E402, F401
 from garrison.portal import tables as _portal_record_tables  # noqa: E402, F401
-from garrison.messaging import tables as _messaging_tables  # noqa: E402, F401
-from garrison.scheduling import tables as _scheduling_tables  # noqa: E402, F401
-from garrison.identity import portal_tables as _identity_portal_tables  # noqa: E402, F401
 from garrison.portal import tour_tables as _portal_tour_tables  # noqa: E402, F401
+from garrison.portal import viewing_tables as _portal_view_tables  # noqa: E402, F401
+from garrison.privacy import tables as _privacy_tables  # noqa: E402, F401
+from garrison.scheduling import tables as _scheduling_tables  # noqa: E402, F401

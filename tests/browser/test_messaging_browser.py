@@ -7,12 +7,8 @@ landmarks, id references), and no page may log a console error or a CSP violatio
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pytest
 
 from garrison import clock
 from garrison.identity import totp
@@ -26,26 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["site"]  # the module-scoped app with the messaging world and its accounts
 
-CHROMIUM = Path(os.environ.get("GARRISON_CHROMIUM", "/usr/bin/chromium"))
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium is not installed at {CHROMIUM} (see tests/browser/conftest.py)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    driver = sync_playwright().start()
-    browser = driver.chromium.launch(
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    )
-    try:
-        yield browser
-    finally:
-        browser.close()
-        driver.stop()
+# `chromium` is the session's browser (tests/browser/conftest.py): one Playwright per process.
 
 
 def _check(page: Page) -> None:
