@@ -9,6 +9,7 @@ import click
 
 from garrison.db.engine import make_engine, write_transaction
 from garrison.db.migrate import upgrade
+from garrison.db.statistics import refresh_statistics
 from garrison.settings import Settings
 
 _JOB = "schedules-generate"
@@ -68,6 +69,8 @@ def generate_command(facilities: tuple[str, ...], weeks: int, start: datetime | 
             "slots_created": report.slots_created,
         },
     )
+    if report.slots_created:
+        refresh_statistics(engine)  # fresh planner statistics for the Slots just made
     click.echo(
         f"schedules: {report.schedules_created} created; slots: {report.slots_created} created "
         f"({report.slots_busy} already booked), {report.slots_existing} existing ({elapsed:.1f} s)"

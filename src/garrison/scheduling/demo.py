@@ -20,6 +20,7 @@ from garrison.audit.jobs import record_job
 from garrison.beneficiaries.vocabulary import BASE, HEALTHCARE_SERVICE_SYSTEM
 from garrison.callers import proxy_grants
 from garrison.db.engine import write_transaction
+from garrison.db.statistics import refresh_statistics
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
@@ -188,6 +189,8 @@ def seed_demo(engine: Engine, definitions: Definitions, settings: Settings) -> N
             "slots_created": report.slots_created,
         },
     )
+    if report.slots_created:
+        refresh_statistics(engine)  # a bulk job: the planner must know about the new Slots at once
 
 
 def seed_patients(
@@ -207,4 +210,6 @@ def seed_patients(
         report = generate_schedules(repo, codes, weeks=weeks, network=network) if codes else None
     if report is not None:
         record_job(engine, DEMO_JOB, {"facilities": codes, "slots_created": report.slots_created})
+        if report.slots_created:
+            refresh_statistics(engine)  # a bulk job: the planner must know about the new Slots at once
     return codes
