@@ -110,6 +110,46 @@ def verify_csrf(request: Request, submitted: str | None) -> bool:
     return any(csrf.tokens_match(expected, submitted) for expected in _identity(request).expected_csrf)
 
 
+class FormRefused(Exception):
+    """A posted form that is not read: too large (413) or without this session's CSRF token (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+FORM_TOO_LARGE = "The form is too large."
+FORM_FORGED = "This form has expired or did not come from Garrison. Reload the page and try again."
+
+
+async def checked_form(
+    request: Request, *, max_bytes: int = _MAX_FORM_BYTES, max_files: int = 0, max_fields: int = 20
+) -> FormData:
+    """The posted form once its size and CSRF token are checked; FormRefused otherwise. Every
+    page that takes a POST reads its form here (sign-in, workspace, inbox, portal)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FormRefused(413, FORM_TOO_LARGE)
+    # Read with a cap (a chunked body has no length to check up front), then parse that.
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > max_bytes:
+            raise FormRefused(413, FORM_TOO_LARGE)
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": bytes(raw), "more_body": False}
+
+    form = await Request(request.scope, replay).form(
+        max_files=max_files, max_fields=max_fields, max_part_size=max_bytes
+    )
+    token = form.get(CSRF_FIELD)
+    if not verify_csrf(request, token if isinstance(token, str) else None):
+        raise FormRefused(403, FORM_FORGED)
+    return form
+
+
 def _signed_in_from(session: Session) -> SignedIn:
     holder = session.account
     return SignedIn(
@@ -316,30 +356,10 @@ class _Pages:
 
     async def _checked_form(self, request: Request) -> FormData | Response:
         """The posted form, or the response refusing it (too big, no valid CSRF token)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
-            return self._refuse(request, 413, "The form is too large.")
-        # Read with a cap (a chunked body has no length to check up front), then parse that.
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > _MAX_FORM_BYTES:
-                return self._refuse(request, 413, "The form is too large.")
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": bytes(raw), "more_body": False}
-
-        form = await Request(request.scope, replay).form(
-            max_files=0, max_fields=20, max_part_size=_MAX_FORM_BYTES
-        )
-        token = form.get(CSRF_FIELD)
-        if not verify_csrf(request, token if isinstance(token, str) else None):
-            return self._refuse(
-                request,
-                403,
-                "This form has expired or did not come from Garrison. Reload the page and try again.",
-            )
-        return form
+        try:
+            return await checked_form(request)
+        except FormRefused as refused:
+            return self._refuse(request, refused.status, refused.message)
 
     def _limited(self, request: Request, username: str | None = None) -> Response | None:
         wait = self.per_address.hit(f"address:{client_address(request)}")

@@ -16,7 +16,6 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message
 
 from garrison.audit.sink import AuditSink
 from garrison.fhir.definitions import Definitions
@@ -28,7 +27,7 @@ from garrison.messaging.model import MAX_BODY
 from garrison.messaging.threads import check_reply
 from garrison.settings import Settings
 from garrison.web.portal.messages import LIMITS, MAX_POST_BYTES, download_response, uploads_in
-from garrison.web.signin import CSRF_FIELD, SignedIn, verify_csrf
+from garrison.web.signin import FormRefused, SignedIn, checked_form
 
 # The workspace's page plumbing (staff check, forms, audited transactions, error pages) is
 # reused as it is rather than copied; this module adds only the inbox's pages.
@@ -54,29 +53,10 @@ def inbox_routes(
 class _Inbox(_Workspace):
     async def _files_form(self, request: Request) -> FormData:
         """A form that may carry attachments: a larger size limit, CSRF checked as always."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_POST_BYTES:
-            raise _Refused(self._error(request, 413, "The form is too large."))
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > MAX_POST_BYTES:
-                raise _Refused(self._error(request, 413, "The form is too large."))
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": bytes(raw), "more_body": False}
-
-        form = await Request(request.scope, replay).form(max_files=_MAX_FORM_FILES, max_fields=20)
-        token = form.get(CSRF_FIELD)
-        if not verify_csrf(request, token if isinstance(token, str) else None):
-            raise _Refused(
-                self._error(
-                    request,
-                    403,
-                    "This form has expired or did not come from Garrison. Reload the page and try again.",
-                )
-            )
-        return form
+        try:
+            return await checked_form(request, max_bytes=MAX_POST_BYTES, max_files=_MAX_FORM_FILES)
+        except FormRefused as refused:
+            raise _Refused(self._error(request, refused.status, refused.message)) from refused
 
     def _messenger(self, request: Request, back_to: str) -> SignedIn:
         """A signed-in staff member whose role answers patient messages (a 403 page says why

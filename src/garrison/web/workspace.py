@@ -18,35 +18,31 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message
 
-from garrison.audit.chain import append_records
-from garrison.audit.records import AuditRecord
 from garrison.audit.sink import AuditSink
 from garrison.callers import context_for_session
-from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import GarrisonError, NotFound, Unauthorized
-from garrison.fhir.audit_trail import failure_record
 from garrison.fhir.authz.policy import policy_from
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.fhir.resource import ID_PATTERN
 from garrison.registration import lookup, registering, review
 from garrison.settings import Settings
+from garrison.web.audited import run_audited
 from garrison.web.signin import (
-    CSRF_FIELD,
+    FormRefused,
     SignedIn,
+    checked_form,
     client_address,
     csrf_token,
     page_templates,
     signed_in,
-    verify_csrf,
 )
 
 log = logging.getLogger(__name__)
@@ -135,38 +131,10 @@ class _Workspace:
 
     async def _form(self, request: Request) -> FormData:
         """The posted form, once its size and CSRF token are checked (413, 403 otherwise)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
-            raise _Refused(self._error(request, 413, "The form is too large."))
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > _MAX_FORM_BYTES:
-                raise _Refused(self._error(request, 413, "The form is too large."))
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": bytes(raw), "more_body": False}
-
-        form = await Request(request.scope, replay).form(max_files=0, max_fields=40)
-        token = form.get(CSRF_FIELD)
-        if not verify_csrf(request, token if isinstance(token, str) else None):
-            raise _Refused(
-                self._error(
-                    request,
-                    403,
-                    "This form has expired or did not come from Garrison. Reload the page and try again.",
-                )
-            )
-        return form
-
-    def _record(self, records: list[AuditRecord]) -> None:
-        if not records:
-            return
-        if self.audit is not None:
-            self.audit.record(records)
-            return
-        with write_transaction(self.engine) as connection:
-            append_records(connection, records)
+        try:
+            return await checked_form(request, max_bytes=_MAX_FORM_BYTES, max_fields=40)
+        except FormRefused as refused:
+            raise _Refused(self._error(request, refused.status, refused.message)) from refused
 
     async def _run(
         self,
@@ -182,32 +150,28 @@ class _Workspace:
         becomes the error page (and is audited too)."""
         source = client_address(request)
 
+        def repository_for(connection: Connection) -> Repository:
+            context = context_for_session(
+                connection,
+                self.definitions,
+                self.settings,
+                account_id=who.account_id,
+                session_id=who.session_id,
+                source=source,
+            )
+            return Repository(connection, self.definitions, self.settings, context)
+
         def run() -> T:
-            transaction = write_transaction if write else read_transaction
-            repo: Repository | None = None
-            try:
-                with transaction(self.engine) as connection:
-                    context = context_for_session(
-                        connection,
-                        self.definitions,
-                        self.settings,
-                        account_id=who.account_id,
-                        session_id=who.session_id,
-                        source=source,
-                    )
-                    repo = Repository(connection, self.definitions, self.settings, context)
-                    result = work(repo)
-                    if write and repo.audit:
-                        append_records(connection, repo.audit)  # last: commits with the change
-            except GarrisonError as error:
-                if repo is not None and repo.context.audited:
-                    failed = [r for r in repo.audit if r.outcome != "success"]
-                    detail = {"path": request.url.path}
-                    self._record([*failed, failure_record(repo.context, action, error, patient, detail)])
-                raise
-            if not write and repo is not None:
-                self._record(repo.audit)  # before the page leaves the server
-            return result
+            return run_audited(
+                self.engine,
+                self.audit,
+                repository_for,
+                work,
+                write=write,
+                action=action,
+                detail={"path": request.url.path},
+                patient=patient,
+            )
 
         try:
             return await run_in_threadpool(run)

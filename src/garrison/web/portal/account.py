@@ -24,7 +24,6 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message
 
 from garrison.db.engine import write_transaction
 from garrison.fhir.definitions import Definitions
@@ -33,7 +32,14 @@ from garrison.identity.accounts import AccountError
 from garrison.identity.passwords import MIN_LENGTH, PasswordRejected
 from garrison.settings import Settings
 from garrison.web.security_headers import RateLimiter, too_many_requests
-from garrison.web.signin import CSRF_FIELD, client_address, csrf_token, page_templates, signed_in, verify_csrf
+from garrison.web.signin import (
+    FormRefused,
+    checked_form,
+    client_address,
+    csrf_token,
+    page_templates,
+    signed_in,
+)
 
 T = TypeVar("T")
 _MAX_FORM_BYTES = 16 * 1024
@@ -244,28 +250,10 @@ class AccountPages:
 
     async def _form(self, request: Request) -> FormData | Response:
         """The posted form once its size and CSRF token are checked, or the refusal."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
-            return self._render(request, "error.html", 413, message="The form is too large.")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > _MAX_FORM_BYTES:
-                return self._render(request, "error.html", 413, message="The form is too large.")
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": bytes(raw), "more_body": False}
-
-        form = await Request(request.scope, replay).form(max_files=0, max_fields=20)
-        token = form.get(CSRF_FIELD)
-        if not verify_csrf(request, token if isinstance(token, str) else None):
-            return self._render(
-                request,
-                "error.html",
-                403,
-                message="This form has expired or did not come from Garrison. Reload the page and try again.",
-            )
-        return form
+        try:
+            return await checked_form(request, max_bytes=_MAX_FORM_BYTES)
+        except FormRefused as refused:
+            return self._render(request, "error.html", refused.status, message=refused.message)
 
     def _limited(self, request: Request, subject: str | None = None) -> Response | None:
         wait = self.per_address.hit(f"address:{client_address(request)}")

@@ -24,15 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import Message
 
-from garrison.audit.chain import append_records
-from garrison.audit.records import AuditRecord
 from garrison.audit.sink import AuditSink
 from garrison.callers import ProxyGrant, context_for_session, proxy_grants
-from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import Forbidden, GarrisonError, Unauthorized
-from garrison.fhir.audit_trail import access_records, failure_record
+from garrison.fhir.audit_trail import access_records
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.identity.accounts import get_account
@@ -40,14 +36,15 @@ from garrison.identity.model import Account
 from garrison.portal import viewing
 from garrison.portal.viewing import RecordChoice
 from garrison.settings import Settings
+from garrison.web.audited import run_audited
 from garrison.web.signin import (
-    CSRF_FIELD,
+    FormRefused,
     SignedIn,
+    checked_form,
     client_address,
     csrf_token,
     page_templates,
     signed_in,
-    verify_csrf,
 )
 
 log = logging.getLogger(__name__)
@@ -114,29 +111,10 @@ class PortalPages:
     ) -> FormData:
         """The posted form once its size and CSRF token are checked (413 and 403 pages otherwise).
         Areas that accept files pass a larger `max_bytes` and `max_files`."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise Refused(self.error(request, 413, _MESSAGES[413]))
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > max_bytes:
-                raise Refused(self.error(request, 413, _MESSAGES[413]))
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": bytes(raw), "more_body": False}
-
-        form = await Request(request.scope, replay).form(max_files=max_files, max_fields=60)
-        token = form.get(CSRF_FIELD)
-        if not verify_csrf(request, token if isinstance(token, str) else None):
-            raise Refused(
-                self.error(
-                    request,
-                    403,
-                    "This form has expired or did not come from Garrison. Reload the page and try again.",
-                )
-            )
-        return form
+        try:
+            return await checked_form(request, max_bytes=max_bytes, max_files=max_files, max_fields=60)
+        except FormRefused as refused:
+            raise Refused(self.error(request, refused.status, refused.message)) from refused
 
     @staticmethod
     def text(form: FormData, key: str, limit: int = 200) -> str:
@@ -159,39 +137,32 @@ class PortalPages:
         back to their own record."""
         source = client_address(request)
 
+        def repository_for(connection: Connection) -> Repository:
+            account, grants, view = self._view(connection, who)
+            request.scope[_VIEW_KEY] = view
+            context = context_for_session(
+                connection,
+                self.definitions,
+                self.settings,
+                account_id=who.account_id,
+                session_id=who.session_id,
+                source=source,
+                patient=view.viewing.patient_id,
+                account=account,
+                grants=grants,
+            )
+            return Repository(connection, self.definitions, self.settings, context)
+
         def run() -> T:
-            transaction = write_transaction if write else read_transaction
-            repo: Repository | None = None
-            try:
-                with transaction(self.engine) as connection:
-                    account, grants, view = self._view(connection, who)
-                    request.scope[_VIEW_KEY] = view
-                    context = context_for_session(
-                        connection,
-                        self.definitions,
-                        self.settings,
-                        account_id=who.account_id,
-                        session_id=who.session_id,
-                        source=source,
-                        patient=view.viewing.patient_id,
-                        account=account,
-                        grants=grants,
-                    )
-                    repo = Repository(connection, self.definitions, self.settings, context)
-                    result = work(repo)
-                    if write and repo.audit:
-                        append_records(connection, repo.audit)  # last: commits with the change
-            except GarrisonError as error:
-                if repo is not None and repo.context.audited:
-                    failed = [r for r in repo.audit if r.outcome != "success"]
-                    detail = {"path": request.url.path}
-                    self.record(
-                        [*failed, failure_record(repo.context, action, error, repo.context.patient, detail)]
-                    )
-                raise
-            if not write and repo is not None:
-                self.record(repo.audit)  # before the page leaves the server
-            return result
+            return run_audited(
+                self.engine,
+                self.audit,
+                repository_for,
+                work,
+                write=write,
+                action=action,
+                detail={"path": request.url.path},
+            )
 
         try:
             return await run_in_threadpool(run)
@@ -232,16 +203,6 @@ class PortalPages:
         """Add an audit record of a portal action that is not itself a FHIR interaction
         (switching records, downloading the record, ...) for the record in view."""
         repo.audit.extend(access_records(repo.context, action, (), detail))
-
-    def record(self, records: list[AuditRecord]) -> None:
-        """Write read audits (through the application's sink when there is one)."""
-        if not records:
-            return
-        if self.audit is not None:
-            self.audit.record(records)
-            return
-        with write_transaction(self.engine) as connection:
-            append_records(connection, records)
 
     # -- pages -------------------------------------------------------------------------------------
 
