@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select, update
 
 from garrison import clock
 from garrison.audit.schema import audit_log
+from garrison.beneficiaries.ages import age_on
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.access import AccessContext
@@ -67,7 +68,7 @@ def adults_without_account(
         for stored in page.matches:
             patient = stored.parsed()
             edipi = activation.edipi_of(patient)
-            age = activation.age_on(patient.get("birthDate"), today)
+            age = age_on(patient.get("birthDate"), today)
             email = any(t.get("system") == "email" for t in patient.get("telecom", []))
             adult = edipi is not None and age is not None and age >= 18 and patient.get("active") is not False
             if adult and email and activation.existing_account(connection, stored.id, edipi) is None:

@@ -7,12 +7,12 @@ their patients' records.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Literal
 
 from sqlalchemy import Connection
 
 from garrison import clock
+from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT, PROXY_SCOPE
 from garrison.errors import Unauthorized
 from garrison.fhir.access import AccessContext
@@ -221,7 +221,7 @@ def proxy_grants(
             access: Literal["full", "limited", "scheduling"] = "full" if scope == "full" else "scheduling"
             found.append(ProxyGrant(patient_id, stored.id, "granted", access, birth, period.get("end")))
             continue
-        age = _age(birth, today)
+        age = age_on(birth, today)
         if age is None or age >= ADULT_AGE:
             continue  # a guardianship ends at 18 (and an unknown age is not assumed to be a child's)
         access = "full" if age < ADOLESCENT_AGE else "limited"
@@ -234,16 +234,6 @@ def proxy_patients(
 ) -> set[str]:
     """Patients an account may act for now (see `proxy_grants`)."""
     return {grant.patient_id for grant in proxy_grants(connection, definitions, settings, account_id)}
-
-
-def _age(birth_date: str | None, today: date) -> int | None:
-    if not birth_date or len(birth_date) < 10:
-        return None  # a year or year-month alone cannot place the 13th or 18th birthday
-    try:
-        born = date.fromisoformat(birth_date[:10])
-    except ValueError:
-        return None
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 def connect_token_revocation() -> None:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
 from garrison import clock
+from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import EDIPI
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.access import AccessContext
@@ -347,16 +348,6 @@ def display_name(patient: dict[str, Any]) -> str:
 def first_name(patient: dict[str, Any]) -> str:
     given = _official_name(patient).get("given") or []
     return str(given[0]) if given else ""
-
-
-def age_on(birth_date: str | None, today: date) -> int | None:
-    if not birth_date or len(birth_date) < 10:
-        return None
-    try:
-        born = date.fromisoformat(birth_date[:10])
-    except ValueError:
-        return None
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 def _official_name(patient: dict[str, Any]) -> dict[str, Any]:

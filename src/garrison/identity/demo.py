@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from garrison import clock
+from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import EDIPI, PROXY_ACCOUNT
 from garrison.callers import ADOLESCENT_AGE, ADULT_AGE
 from garrison.db.engine import write_transaction
@@ -71,7 +72,7 @@ def _guardianships(repo: Repository) -> list[tuple[dict[str, Any], int]]:
     for stored in page.matches:
         related = stored.parsed()
         child = str(related.get("patient", {}).get("reference", "")).removeprefix("Patient/")
-        age = activation.age_on(births.get(child), today)
+        age = age_on(births.get(child), today)
         if related.get("active") is not False and age is not None and age < ADULT_AGE:
             found.append((related, age))
     return found
@@ -302,7 +303,7 @@ def _first_candidate(repo: Repository, params: list[tuple[str, str]]) -> str | N
     for stored in page.matches:
         patient = stored.parsed()
         edipi = activation.edipi_of(patient)
-        age = activation.age_on(patient.get("birthDate"), today)
+        age = age_on(patient.get("birthDate"), today)
         has_email = any(t.get("system") == "email" for t in patient.get("telecom", []))
         if patient.get("active") is False or edipi is None or age is None or age < ADULT_AGE or not has_email:
             continue

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from garrison import clock
+from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import EDIPI, PROXY_ACCOUNT, PROXY_SCOPE
 from garrison.callers import ADOLESCENT_AGE, ADULT_AGE, PROXY_SCOPES
 from garrison.errors import BadRequest, Forbidden
@@ -42,7 +43,7 @@ from garrison.fhir.audit_trail import access_records
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
 from garrison.identity.accounts import find_account_by_edipi
-from garrison.identity.activation import age_on, normalize_edipi
+from garrison.identity.activation import normalize_edipi
 from garrison.identity.model import Account, account_from_row
 from garrison.identity.tables import account
 from garrison.portal.viewing import RecordChoice

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from garrison.beneficiaries.ages import age_on
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
 from garrison.network.model import Service
@@ -71,10 +72,7 @@ class PatientFacts:
     patient: dict[str, Any]
 
     def age_on(self, day: date) -> int | None:
-        born = self.birth_date
-        if born is None:
-            return None
-        return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+        return age_on(self.birth_date, day)
 
 
 def load_facts(repo: Repository) -> PatientFacts:
