@@ -33,6 +33,7 @@ from garrison.beneficiaries.vocabulary import EDIPI
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.names import preferred_name, short_name
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
 from garrison.identity import accounts, audit, passwords, sessions
@@ -340,19 +341,12 @@ def _edipi_free(connection: Connection, edipi: str | None) -> bool:
 
 
 def display_name(patient: dict[str, Any]) -> str:
-    name = _official_name(patient)
-    parts = [*name.get("given", [])[:1], name.get("family", "")]
-    return " ".join(str(p) for p in parts if p) or "Patient"
+    return short_name(patient, "Patient")
 
 
 def first_name(patient: dict[str, Any]) -> str:
-    given = _official_name(patient).get("given") or []
+    given = preferred_name(patient).get("given") or []
     return str(given[0]) if given else ""
-
-
-def _official_name(patient: dict[str, Any]) -> dict[str, Any]:
-    names: list[dict[str, Any]] = patient.get("name") or []
-    return next((n for n in names if n.get("use") in ("usual", "official")), names[0] if names else {})
 
 
 def _system(connection: Connection, definitions: Definitions, settings: Settings) -> Repository:

@@ -40,6 +40,7 @@ from garrison.callers import ADOLESCENT_AGE, ADULT_AGE, PROXY_SCOPES
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.access import AccessContext
 from garrison.fhir.audit_trail import access_records
+from garrison.fhir.names import short_name
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
 from garrison.identity.accounts import find_account_by_edipi
@@ -146,7 +147,7 @@ def shares_of(repo: Repository, patient_id: str) -> list[Share]:
         period = related.get("period") or {}
         if str(period.get("end", "9999"))[:10] < day:
             continue
-        found.append(Share(stored.id, _name(related), scope, period.get("start"), period.get("end")))
+        found.append(Share(stored.id, _name_of(related), scope, period.get("start"), period.get("end")))
     return sorted(found, key=lambda s: (s.ends or "9999", s.name))
 
 
@@ -219,7 +220,9 @@ def share(repo: Repository, *, dod_id: str, last_name: str, scope: str, ends: st
             },
         )
     )
-    return Share(stored.id, _name(result), scope, result["period"].get("start"), result["period"].get("end"))
+    return Share(
+        stored.id, _name_of(result), scope, result["period"].get("start"), result["period"].get("end")
+    )
 
 
 def revoke(repo: Repository, related_person_id: str) -> Share:
@@ -256,7 +259,7 @@ def revoke(repo: Repository, related_person_id: str) -> Share:
         )
     )
     period = related.get("period") or {}
-    return Share(related_person_id, _name(related), scope, period.get("start"), period.get("end"))
+    return Share(related_person_id, _name_of(related), scope, period.get("start"), period.get("end"))
 
 
 def owner_of(context: AccessContext) -> str | None:
@@ -403,12 +406,5 @@ def _is_current(related: dict[str, Any], today: date) -> bool:
     return related.get("active") is not False and str(period.get("end", "9999"))[:10] >= today.isoformat()
 
 
-def _name(related: dict[str, Any]) -> str:
-    names = related.get("name") or []
-    if not names:
-        return "Someone without a name on record"
-    name = names[0]
-    if name.get("text"):
-        return str(name["text"])
-    parts = [*name.get("given", [])[:1], name.get("family", "")]
-    return " ".join(str(p) for p in parts if p) or "Someone without a name on record"
+def _name_of(related: dict[str, Any]) -> str:
+    return short_name(related, "Someone without a name on record")

@@ -16,6 +16,7 @@ from garrison import clock
 from garrison.callers import ProxyGrant, proxy_grants
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.names import short_name
 from garrison.fhir.repository import Repository
 from garrison.fhir.resource import format_instant
 from garrison.fhir.search.query import SearchRequest
@@ -76,8 +77,10 @@ def record_choices(
     choices: list[RecordChoice] = []
     if own is not None:
         patient = names.get(own, {})
-        choices.append(RecordChoice(own, _name(patient), "self", "full", patient.get("birthDate"), None))
-    for grant in sorted(grants, key=lambda g: _name(names.get(g.patient_id, {}))):
+        choices.append(
+            RecordChoice(own, short_name(patient, "Unnamed"), "self", "full", patient.get("birthDate"), None)
+        )
+    for grant in sorted(grants, key=lambda g: short_name(names.get(g.patient_id, {}), "Unnamed")):
         choices.append(_choice(grant, names.get(grant.patient_id, {})))
     return choices
 
@@ -143,22 +146,9 @@ def _patients(
 def _choice(grant: ProxyGrant, patient: dict[str, Any]) -> RecordChoice:
     return RecordChoice(
         grant.patient_id,
-        _name(patient),
+        short_name(patient, "Unnamed"),
         grant.kind,
         grant.access,
         patient.get("birthDate") or grant.birth_date,
         grant.ends,
     )
-
-
-def _name(patient: dict[str, Any]) -> str:
-    """The name a person goes by: the official (or first) name, given names then family."""
-    names = patient.get("name") or []
-    chosen = next((n for n in names if n.get("use") == "usual"), None) or next(
-        (n for n in names if n.get("use") == "official"), names[0] if names else {}
-    )
-    text = chosen.get("text")
-    if text:
-        return str(text)
-    parts = [*chosen.get("given", [])[:1], chosen.get("family", "")]
-    return " ".join(p for p in parts if p) or "Unnamed"
