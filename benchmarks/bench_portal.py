@@ -3,7 +3,7 @@ and book appointments (targets with 10,000 patients loaded and 20 concurrent pat
 server time p95 <= 150 ms; booking end to end p95 <= 300 ms).
 
     python benchmarks/bench_portal.py --backend sqlite --patients 10000
-    python benchmarks/bench_portal.py --backend sqlite --reuse-sqlite /path/garrison.sqlite3
+    python benchmarks/bench_portal.py --database-url sqlite:////path/garrison.sqlite3 --think-ms 0,2000
 
 Each simulated patient is a real portal account linked to a generated patient with a primary care
 team; open slots are made at their facilities. A patient first crawls the portal from /portal
@@ -25,7 +25,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from html import unescape
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -402,13 +401,20 @@ def main() -> None:
         help="mean pause between a patient's requests, ms (0: back to back, a stress test); "
         "comma-separated values run one after another on the same database",
     )
-    parser.add_argument("--reuse-sqlite", type=Path, help="an already populated SQLite file (not copied)")
+    parser.add_argument(
+        "--database-url",
+        help="an already populated database (SQLite or PostgreSQL URL; not copied): skips generation "
+        "and runs on that backend only",
+    )
     args = parser.parse_args()
     results = []
     with Databases() as databases:
-        for backend in backends_of(args.backend):
-            if backend == "sqlite" and args.reuse_sqlite:
-                url = f"sqlite:///{args.reuse_sqlite.resolve()}"
+        backends = backends_of(args.backend)
+        if args.database_url:
+            backends = ["postgresql" if args.database_url.startswith("postgresql") else "sqlite"]
+        for backend in backends:
+            if args.database_url:
+                url = args.database_url
                 subprocess.run(
                     [garrison_executable(), "db", "upgrade"],
                     env=garrison_env(url, databases.scratch),

@@ -13,6 +13,7 @@ parameter share a `grp` so that composite searches can require components to co-
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     Column,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 
 metadata = MetaData()
@@ -66,8 +68,16 @@ resource_history = Table(
 )
 
 
+# PostgreSQL's sample size on resource_type and param, and extended statistics on the pair: a rare
+# type (Slot among millions of Observation rows) otherwise falls outside the common values and its
+# rows are estimated at 1, which led the planner to scan index ranges once per candidate row.
+PLANNER_STATISTICS_TARGET = 1000
+
+
 def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, ...]) -> Table:
-    return Table(
+    # The lookup index ends with resource_id: a filter's EXISTS probe for one candidate resource is
+    # then a single index-only lookup (migration 0015).
+    table = Table(
         name,
         metadata,
         Column("resource_type", String(TYPE_LEN), nullable=False),
@@ -76,8 +86,18 @@ def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, .
         Column("grp", Integer, nullable=False, default=0),
         *value_columns,
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
-        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup),
+        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup, "resource_id"),
     )
+    target = PLANNER_STATISTICS_TARGET
+    for statement in (
+        f"ALTER TABLE {name} ALTER COLUMN resource_type SET STATISTICS {target}, "
+        f"ALTER COLUMN param SET STATISTICS {target}",
+        f"CREATE STATISTICS st_{name}_type_param (mcv, dependencies) ON resource_type, param FROM {name}",
+        f"ALTER STATISTICS st_{name}_type_param SET STATISTICS {target}",
+    ):
+        ddl = DDL(statement)  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+        event.listen(table, "after_create", ddl.execute_if(dialect="postgresql"))
+    return table
 
 
 # Normalised (case- and accent-folded) value for default/:contains matching, raw value for :exact.

@@ -152,6 +152,22 @@ def load_session(conn: Connection, token: str, *, touch: bool = True) -> Session
     return session
 
 
+def read_session(conn: Connection, token: str) -> tuple[Session | None, bool]:
+    """What `load_session` would answer, without writing: the live session, and whether
+    `load_session` must still run in a write transaction (the session ends now, or its activity
+    is due to be recorded). Most requests need no write, so they need not wait for the write lock."""
+    if not token or len(token) > 128:
+        return None, False
+    row = conn.execute(select(web_session).where(web_session.c.token_sha256 == token_digest(token))).first()
+    if row is None or row.ended is not None:
+        return None, False
+    session, ending = _checked(conn, row)
+    if ending is not None:
+        return None, True
+    assert session is not None
+    return session, clock.now() - session.last_seen >= _TOUCH_EVERY
+
+
 def get_session(conn: Connection, session_id: str) -> Session | None:
     """A live session by its public id (no activity recorded)."""
     row = conn.execute(select(web_session).where(web_session.c.id == session_id)).first()
@@ -212,6 +228,14 @@ def end_account_sessions(conn: Connection, account_id: str, *, reason: str, sour
 
 
 def _live(conn: Connection, row: Any) -> Session | None:
+    session, ending = _checked(conn, row)
+    if ending is not None:
+        end_session(conn, row.id, reason=ending)
+    return session
+
+
+def _checked(conn: Connection, row: Any) -> tuple[Session | None, str | None]:
+    """The session on `row` if it is live; otherwise None and why it must end now."""
     holder_row = conn.execute(select(account).where(account.c.id == row.account_id)).one()
     holder = account_from_row(holder_row)
     now = clock.now()
@@ -225,9 +249,8 @@ def _live(conn: Connection, row: Any) -> Session | None:
     elif now >= expires:
         reason = "lifetime_exceeded"
     if reason is not None:
-        end_session(conn, row.id, reason=reason)
-        return None
-    return Session(
+        return None, reason
+    session = Session(
         id=row.id,
         account=holder,
         method=row.method,
@@ -239,6 +262,7 @@ def _live(conn: Connection, row: Any) -> Session | None:
         source=row.source,
         user_agent=row.user_agent,
     )
+    return session, None
 
 
 def _clip(value: str | None, length: int) -> str | None:

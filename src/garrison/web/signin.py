@@ -32,7 +32,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from garrison import clock
-from garrison.db.engine import write_transaction
+from garrison.db.engine import read_transaction, write_transaction
 from garrison.identity import accounts, csrf, keys, proxies, sessions, smartcard
 from garrison.identity import signin as flow
 from garrison.identity.model import Session
@@ -256,6 +256,11 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_cookies)
 
     def _load(self, token: str) -> Session | None:
+        # Read first: only a session that ends now or whose activity is due takes the write lock.
+        with read_transaction(self.engine) as conn:
+            session, must_write = sessions.read_session(conn, token)
+        if not must_write:
+            return session
         with write_transaction(self.engine) as conn:
             return sessions.load_session(conn, token)
 
@@ -275,7 +280,8 @@ def page_templates(extra_dirs: Sequence[Path] = ()) -> Jinja2Templates:
     pages extend (skip link, landmarks, lang, viewport, the signed-in header and last sign-in);
     `extra_dirs` are searched first, so another web module can add its own templates."""
     loader = FileSystemLoader([*extra_dirs, TEMPLATES_DIR])
-    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
+    # Templates ship with the package and do not change while the server runs: no mtime check per render.
+    env = Environment(loader=loader, autoescape=select_autoescape(["html"]), auto_reload=False)
     env.filters["when"] = _format_time
     return Jinja2Templates(env=env)
 
