@@ -228,6 +228,26 @@ def _page_probes(server: LiveServer, client_id: str) -> dict[tuple[str, str], Pa
         ("POST", "/workspace/merges/{merge_id}/unmerge"): PageProbe(
             "POST", "/workspace/merges/merge-1/unmerge", {}
         ),
+        # Staff pages that close the portal's loops (issue 5): held results, prescription
+        # requests, portal activation codes.
+        ("GET", "/workspace/results/held"): PageProbe("GET", "/workspace/results/held"),
+        ("POST", "/workspace/results/{resource_type}/{resource_id}/release"): PageProbe(
+            "POST", "/workspace/results/DiagnosticReport/report-1/release", {}
+        ),
+        ("GET", "/workspace/refills"): PageProbe("GET", "/workspace/refills"),
+        ("GET", "/workspace/refills/{task_id}"): PageProbe("GET", "/workspace/refills/task-1"),
+        ("POST", "/workspace/refills/{task_id}/accept"): PageProbe(
+            "POST", "/workspace/refills/task-1/accept", {}
+        ),
+        ("POST", "/workspace/refills/{task_id}/complete"): PageProbe(
+            "POST", "/workspace/refills/task-1/complete", {}
+        ),
+        ("POST", "/workspace/refills/{task_id}/reject"): PageProbe(
+            "POST", "/workspace/refills/task-1/reject", {"reason": "No"}
+        ),
+        ("POST", "/workspace/patients/{patient_id}/activation-code"): PageProbe(
+            "POST", f"/workspace/patients/{PATIENT_A}/activation-code", {}
+        ),
     }
 
 

@@ -32,6 +32,7 @@ from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import EDIPI
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.policy import RolePolicy
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.names import preferred_name, short_name
 from garrison.fhir.repository import Repository
@@ -157,6 +158,19 @@ def issue_code(repo: Repository, patient_id: str, *, source: str | None = None) 
         detail={"patient": f"Patient/{patient_id}", "expires": stamp(expires)},
     )
     return IssuedCode(format_code(code), patient_id, display_name(patient), edipi, birth[:10], expires)
+
+
+def may_issue_codes(role: RolePolicy | None) -> bool:
+    """Staff roles the workspace offers code issuing to: registration and clinical staff who meet
+    patients at their facility (a "care" reach, reading and updating Patient records). In the
+    policy: the front desk, physicians and nurses. `issue_code` itself asks only that the Patient
+    be readable, so system jobs (the CLI, the demo) issue codes too."""
+    return (
+        role is not None
+        and role.patients == "care"
+        and role.allows("read", "Patient")
+        and role.allows("update", "Patient")
+    )
 
 
 def new_code() -> str:

@@ -445,6 +445,15 @@ def prescription_request(repo: Repository, task_id: str) -> PrescriptionRequest:
         or not (shown := _shown(repo, [stored]))
     ):
         raise NotFound("There is no such prescription request in this record.")
+    if repo.context.audited:
+        repo.audit.extend(access_records(repo.context, "portal:prescriptions:read", [stored], {}))
+    _, _, order = shown[0]
+    return _request(stored.id, task, order, request_timeline(repo, task_id))
+
+
+def request_timeline(repo: Repository, task_id: str) -> tuple[StatusStep, ...]:
+    """The status changes of a request, newest first, from the Task's history. The caller has
+    checked already that the user may see this request (the patient's or the staff pages)."""
     versions = read_history(
         repo.connection, repo.settings, HistoryRequest("Task", task_id, (("_count", "100"),))
     )
@@ -462,10 +471,7 @@ def prescription_request(repo: Repository, task_id: str) -> PrescriptionRequest:
             else STATUS_WORDS.get(status, status)
         )
         steps.append(StatusStep(status, words, moment.moment if moment else None, reason))
-    if repo.context.audited:
-        repo.audit.extend(access_records(repo.context, "portal:prescriptions:read", [stored], {}))
-    _, _, order = shown[0]
-    return _request(stored.id, task, order, tuple(reversed(steps)))
+    return tuple(reversed(steps))
 
 
 def _code(task: Json) -> str | None:

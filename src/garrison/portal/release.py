@@ -34,9 +34,12 @@ from garrison.db.engine import is_postgres
 from garrison.errors import BadRequest, Forbidden
 from garrison.fhir.audit_trail import access_records
 from garrison.fhir.authz.labels import Label
+from garrison.fhir.authz.policy import RolePolicy
+from garrison.fhir.names import short_name
 from garrison.fhir.repository import Repository
-from garrison.fhir.resource import format_instant
-from garrison.portal.record_text import Json, codings, first_when
+from garrison.fhir.resource import StoredResource, format_instant
+from garrison.fhir.search.query import SearchRequest
+from garrison.portal.record_text import Json, codings, concept_text, first_when, read_many
 from garrison.portal.tables import result_release
 from garrison.settings import Settings
 
@@ -300,6 +303,144 @@ def held_results(repo: Repository, patient_id: str, results: Iterable[Json]) -> 
     listed = [r for r in results if _subject(r) == patient_id]
     gate = ResultGate.load(repo, listed)
     return [r for r in listed if not gate.admits(r)]
+
+
+# -- the staff list of held results ----------------------------------------------------------------
+
+HELD_LIST_LIMIT = 200
+# Results held "until a clinician releases them" have no end, so their search needs a bound: the
+# list looks this far back (the page says so). Older unreleased results are still held, and can be
+# released from the patient's record by id.
+UNRELEASED_LOOKBACK = timedelta(days=365)
+# How long after the sample a result may be issued (pathology and genetic tests take weeks): a
+# result issued inside a hold's window has a clinical date no earlier than the window plus this.
+ISSUE_DELAY = timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldResult:
+    """A result the portal does not show yet, as the staff list shows it."""
+
+    resource_type: str
+    id: str
+    patient_id: str
+    patient_name: str
+    test: str
+    issued: datetime | None
+    why: str  # the hold rule's description
+    releases_at: datetime | None  # None: only when a clinician releases it
+
+
+@dataclass(frozen=True, slots=True)
+class HeldList:
+    results: list[HeldResult]
+    complete: bool  # False when the bounded search may have left some out
+    lookback_days: int | None  # how far back "until released" results are looked for (None: no such hold)
+    holds: list[str]  # the configured holds in plain words
+
+
+def may_release(role: RolePolicy | None) -> bool:
+    """Roles that read results and may act on them (the policy lets them update Observations and
+    DiagnosticReports): who `release_result` accepts. Patients and proxies never."""
+    return (
+        role is not None
+        and role.patients != "own"
+        and all(
+            role.allows(interaction, resource_type)
+            for resource_type in RESULT_TYPES
+            for interaction in ("read", "search", "update")
+        )
+    )
+
+
+def held_at_reach(repo: Repository, *, limit: int = HELD_LIST_LIMIT) -> HeldList:
+    """Results the caller may read (the access policy's reach: for facility staff, the patients in
+    their facility's care) that the portal still holds back, newest first, at most `limit`.
+
+    Bounded searches, one per hold rule, result type and the way the rule recognises a result
+    (codes, categories, labels), issued within the hold's window (`_since`), newest first, at
+    most `limit` each. Then the exact decision of `ResultGate` for each; the page audits what it
+    lists."""
+    policy = ReleasePolicy.from_settings(repo.settings)
+    now = clock.now()
+    found: dict[tuple[str, str], StoredResource] = {}
+    complete = True
+    lookback: int | None = None
+    for hold in policy.holds:
+        if hold.days == 0:
+            continue  # released at once
+        window = timedelta(days=hold.days) if hold.days is not None else UNRELEASED_LOOKBACK
+        if hold.days is None:
+            lookback = UNRELEASED_LOOKBACK.days
+        for resource_type in sorted(RESULT_TYPES):
+            if not repo.guard.allows("search", resource_type):
+                continue
+            for facet in _facets(hold.rule):
+                page = repo.search(
+                    SearchRequest(
+                        resource_type,
+                        [
+                            facet,
+                            *_since(resource_type, now - window),
+                            ("_count", str(limit)),
+                        ],
+                    )
+                )
+                complete = complete and page.next_cursor is None
+                for stored in page.matches:
+                    found.setdefault((stored.resource_type, stored.id), stored)
+    candidates = [(stored, stored.parsed()) for stored in found.values()]
+    gate = ResultGate.load(repo, [body for _, body in candidates])
+    held = [(stored, body) for stored, body in candidates if _subject(body) and not gate.admits(body)]
+    held.sort(key=lambda pair: issued_at(pair[1]) or now, reverse=True)
+    if len(held) > limit:
+        held, complete = held[:limit], False
+    patients = read_many(repo, [("Patient", str(_subject(body))) for _, body in held])
+    results = []
+    for stored, body in held:
+        patient = str(_subject(body))
+        applied = policy.hold_for(body)
+        assert applied is not None  # only held results are left
+        results.append(
+            HeldResult(
+                resource_type=stored.resource_type,
+                id=stored.id,
+                patient_id=patient,
+                patient_name=short_name(patients.get(("Patient", patient), {}), "Patient"),
+                test=concept_text(body.get("code")) or "A test result",
+                issued=issued_at(body),
+                why=applied.rule.description,
+                releases_at=gate.released_at(body),
+            )
+        )
+    if repo.context.audited:
+        repo.audit.extend(
+            access_records(repo.context, "workspace:results:search", [s for s, _ in held], {"held": True})
+        )
+    return HeldList(results, complete, lookback, describe_policy(repo.settings))
+
+
+def _since(resource_type: str, start: datetime) -> list[tuple[str, str]]:
+    """Search parameters for "issued since `start`", newest first. DiagnosticReport has an
+    `issued` search parameter; Observation has only its clinical date (`date`, effective[x]), so
+    the window is widened by `ISSUE_DELAY`. (Not `_lastUpdated`: after a bulk load every result
+    looks recent, and the clinical date keeps the search on its index.)"""
+    if resource_type == "DiagnosticReport":
+        return [("issued", f"ge{format_instant(start)}"), ("_sort", "-issued")]
+    return [("date", f"ge{format_instant(start - ISSUE_DELAY)}"), ("_sort", "-date")]
+
+
+def _facets(rule: HoldRule) -> list[tuple[str, str]]:
+    """The search parameters that find a rule's results (each is one search: FHIR search has no
+    OR across parameters). Bare codes, as `HoldRule.matches` compares them."""
+    facets = []
+    if rule.codes:
+        facets.append(("code", ",".join(sorted(rule.codes))))
+    if rule.categories:
+        facets.append(("category", ",".join(sorted(rule.categories))))
+    if rule.labels:
+        facets.append(("_security", ",".join(f"{system}|{code}" for system, code in sorted(rule.labels))))
+    return facets
 
 
 def _subject(resource: Json) -> str | None:

@@ -32,6 +32,7 @@ from garrison.web.security_headers import SecurityHeadersMiddleware
 from garrison.web.server_timing import ServerTimingMiddleware
 from garrison.web.signin import SessionMiddleware, signed_in, signin_routes
 from garrison.web.staff_inbox import inbox_routes
+from garrison.web.staff_portal import staff_portal_routes
 from garrison.web.workspace import workspace_routes
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *workspace_routes(settings, engine, definitions, audit),
             *portal_routes(settings, engine, definitions, audit),
             *inbox_routes(settings, engine, definitions, audit),
+            *staff_portal_routes(settings, engine, definitions, audit),
             # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
             *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
             Route("/fhir", fhir_api.__call__, methods=_METHODS),

@@ -32,6 +32,8 @@ from garrison.fhir.authz.policy import policy_from
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.fhir.resource import ID_PATTERN
+from garrison.identity import activation
+from garrison.portal import refill_queue, release
 from garrison.registration import lookup, registering, review
 from garrison.settings import Settings
 from garrison.web.audited import run_audited
@@ -113,6 +115,11 @@ class _Workspace:
             and role.allows("search", "Communication")
             and role.allows("create", "Communication"),
         )
+        # The pages of garrison.web.staff_portal (the loops the patient portal opens); the
+        # domain decides which roles may use them.
+        context.setdefault("may_release", release.may_release(role))
+        context.setdefault("may_handle_refills", refill_queue.may_handle(role))
+        context.setdefault("may_issue_codes", activation.may_issue_codes(role))
         context.setdefault("section", "")
         return self.templates.TemplateResponse(request, name, context, status_code=status)
 
