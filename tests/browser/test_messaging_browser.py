@@ -3,6 +3,10 @@ attachment by label, as a user would; the compose page with its error summary; a
 answers from the inbox; the patient reads the answer. Every page is checked with axe-core
 (no serious or critical WCAG 2.1 A/AA violation) and the DOM basics (labels, headings,
 landmarks, id references), and no page may log a console error or a CSP violation.
+
+At a phone's width (390 CSS pixels) the inbox, a conversation with its move chooser, and the
+family and message lists must not scroll sideways, and no table may hide columns off to the side
+of its scroll region: their tables stack (`table.stack` in garrison.css).
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from garrison import clock
-from garrison.identity import totp
+from garrison.db.engine import write_transaction
+from garrison.identity import accounts, totp
 from tests.browser.support import Tab, accessibility_problems, axe_violations, submit
 from tests.identity_fixtures import PASSWORD, cheap_password_hashing
-from tests.test_messaging import PDF
-from tests.test_messaging_pages import Site, site
+from tests.test_messaging import ORG_A, ORG_GONE, PDF
+from tests.test_messaging_pages import Site, _send, site
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 
 __all__ = ["site"]  # the module-scoped app with the messaging world and its accounts
 
@@ -89,3 +94,61 @@ def test_message_pages_in_a_browser(chromium: Browser, site: Site, tmp_path: Pat
         finally:
             patient.close()
             doctor.close()
+
+
+PHONE: ViewportSize = {"width": 390, "height": 844}
+# Tables whose region scrolls sideways hide columns on a phone; stacked tables never do.
+_HIDDEN_SIDEWAYS = """() => Array.from(document.querySelectorAll('.table-wrap'))
+    .filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.getAttribute('aria-label')
+    || w.getAttribute('aria-labelledby') || 'a table')"""
+
+
+def _fits_a_phone(page: Page, path: str) -> None:
+    page.goto(path)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"], path
+    assert page.evaluate(_HIDDEN_SIDEWAYS) == [], path
+    _check(page)
+
+
+def _staff_account(site: Site, username: str) -> None:
+    """Another clinician at the same facility (a TOTP code is single-use, so the physician of the
+    first test cannot sign in again within the same 30 seconds)."""
+    with write_transaction(site.engine) as connection:
+        account = accounts.create_account(
+            connection,
+            username=username,
+            kind="staff",
+            role="nurse",
+            display_name="Nina Reyes",
+            fhir_user="Practitioner/msg-rn",
+            facility=ORG_A,
+            password=PASSWORD,
+            actor="system/tests",
+            actor_role="system",
+        )
+        site.totp_secrets[username] = accounts.enable_totp(connection, account.id).secret
+
+
+def test_the_inbox_and_family_pages_fit_a_phone(chromium: Browser, site: Site) -> None:
+    with cheap_password_hashing():
+        # Long names and a held message with its routing note: the widest rows the inbox shows.
+        thread = _send(site, to=f"Organization/{ORG_GONE}", subject="Questions about my prescriptions")
+        _staff_account(site, "rn.reyes")
+        nurse = Tab.open(chromium, site.served.base)
+        parent = Tab.open(chromium, site.served.base)
+        try:
+            page = nurse.page
+            page.set_viewport_size(PHONE)
+            _sign_in(page, site, "rn.reyes")
+            for path in ("/workspace/inbox", "/workspace/inbox?view=unrouted", f"/workspace/inbox/{thread}"):
+                _fits_a_phone(page, path)
+            assert page.get_by_label("Move to", exact=True).count() == 1
+            page = parent.page
+            page.set_viewport_size(PHONE)
+            _sign_in(page, site, "gail.guardian")
+            for path in ("/portal/family", "/portal/messages"):
+                _fits_a_phone(page, path)
+            assert nurse.problems == [] and parent.problems == []
+        finally:
+            nurse.close()
+            parent.close()

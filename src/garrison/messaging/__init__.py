@@ -11,6 +11,11 @@
 - `routing` decides which pool a new thread goes to. A message that cannot reach the chosen team
   goes to a named queue (the facility's triage pool, or the enterprise-wide "Unrouted patient
   messages" queue), never nowhere.
-- `threads` is the patient's side, `inbox` the staff side; both work through a Repository bound
-  to the caller's AccessContext, so the access policy decides what each caller sees.
+- `threads` is the patient's side (write, reply, follow up a closed conversation), `inbox` the
+  staff side (assign, reply, move to another team or clinic, close, reopen); both work through a
+  Repository bound to the caller's AccessContext, so the access policy decides what each caller
+  sees.
+- `history` keeps what staff did to a thread (moves, closes, reopens) as notes on its first
+  Communication; `confidential` labels what a 13-to-17-year-old writes (and the answers) so a
+  parent's proxy access sees neither the messages nor their counts.
 """

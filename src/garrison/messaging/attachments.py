@@ -150,10 +150,17 @@ def check_uploads(uploads: list[Upload]) -> list[CheckedFile]:
     return checked
 
 
-def store(repo: Repository, communication_id: str, files: list[CheckedFile]) -> list[dict[str, Any]]:
-    """Write each file as a Binary belonging to `communication_id`; returns the Attachment
-    elements for the Communication's payload. The caller writes that Communication through its
-    own Repository in the same transaction, so if the caller may not, nothing is kept."""
+def store(
+    repo: Repository,
+    communication_id: str,
+    files: list[CheckedFile],
+    *,
+    security: list[dict[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Write each file as a Binary belonging to `communication_id` (with the message's security
+    labels, if any); returns the Attachment elements for the Communication's payload. The caller
+    writes that Communication through its own Repository in the same transaction, so if the
+    caller may not, nothing is kept."""
     if not files:
         return []
     # The narrow system step: no patient or staff role may create a Binary (see module doc).
@@ -163,14 +170,15 @@ def store(repo: Repository, communication_id: str, files: list[CheckedFile]) -> 
     created = format_instant(now())
     attachments: list[dict[str, Any]] = []
     for file in files:
-        binary = system.create(
-            {
-                "resourceType": "Binary",
-                "contentType": file.content_type,
-                "securityContext": {"reference": f"Communication/{communication_id}"},
-                "data": base64.b64encode(file.data).decode("ascii"),
-            }
-        ).stored
+        body: dict[str, Any] = {
+            "resourceType": "Binary",
+            "contentType": file.content_type,
+            "securityContext": {"reference": f"Communication/{communication_id}"},
+            "data": base64.b64encode(file.data).decode("ascii"),
+        }
+        if security:
+            body["meta"] = {"security": security}
+        binary = system.create(body).stored
         attachments.append(
             {
                 "contentType": file.content_type,

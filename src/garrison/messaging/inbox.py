@@ -1,5 +1,13 @@
 """The staff side: the care-team pools of the staff member's facility and the enterprise-wide
-"Unrouted patient messages" queue; assign to me, reply, close.
+"Unrouted patient messages" queue; assign to me, reply, move to another pool, close, reopen.
+
+Moving: a conversation in a triage pool or the unrouted queue (or in the wrong clinic) is moved
+by staff who can see it to a pool where somebody answers: the patient's primary care team, or a
+staffed clinic of the staff member's facility or of a facility the patient was seen at
+(`routing.pools_for_staff`). The move, like closing and reopening, is recorded on the thread's
+first Communication (`history`: who, when, from, to), which staff see on the thread page; the
+patient sees the new pool's name and a "Passed on to ..." step in the message's delivery state.
+A moved conversation is unassigned and unread in its new pool.
 
 Every function takes a Repository bound to the staff member's own AccessContext. The roles that
 may read and write Communications (physicians, nurses, pharmacists) work the inbox; front-desk
@@ -18,12 +26,23 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_, select, update
 
-from garrison.errors import Conflict, Forbidden, GarrisonError, NotFound
+from garrison.errors import BadRequest, Conflict, Forbidden, GarrisonError, NotFound
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
-from garrison.messaging import attachments, store
+from garrison.messaging import attachments, confidential, history, routing, store
 from garrison.messaging.attachments import Upload
-from garrison.messaging.model import NEW_MESSAGE_NOTICE, ThreadRow, ThreadSummary, ThreadView, reply_due
+from garrison.messaging.model import (
+    NEW_MESSAGE_NOTICE,
+    Destination,
+    Pool,
+    PoolGroup,
+    ThreadEvent,
+    ThreadRow,
+    ThreadSummary,
+    ThreadView,
+    pool_key_of,
+    reply_due,
+)
 from garrison.messaging.tables import message_thread
 from garrison.messaging.threads import visible_roots
 from garrison.notifications import outbox
@@ -45,6 +64,15 @@ class Inbox:
     threads: list[ThreadSummary]
     hidden: int  # threads in these pools the staff member's role or care relationships cannot open
     pools: dict[str, int] = field(default_factory=dict)  # open threads per named pool
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """Where a conversation went, and whether it is still in one of the mover's pools."""
+
+    row: ThreadRow
+    target: Destination
+    still_mine: bool
 
 
 def require_inbox(repo: Repository) -> None:
@@ -80,6 +108,7 @@ def inbox(repo: Repository, view: View = "open") -> Inbox:
             r,
             unread=r.unread_by_staff,
             patient_name=names.get(r.patient_id),
+            confidential=confidential.is_confidential(repo, roots[r.id]),
         )
         for r in rows
         if r.id in roots
@@ -92,13 +121,15 @@ def inbox(repo: Repository, view: View = "open") -> Inbox:
 
 
 def open_thread(repo: Repository, thread_id: str, *, staff_name: str | None = None) -> ThreadView:
-    """One thread of the caller's pools; marks it read by the care team."""
+    """One thread of the caller's pools, with its history and, while it is open, the pools it
+    may be moved to; marks it read by the care team."""
     row, root = _my_thread(repo, thread_id)
     messages = store.thread_messages(repo, root)
     _, reader = staff_sender(repo, staff_name)
     before = row.staff_read_at
     row = store.mark_read(repo.connection, row, "staff", reader)
     names = _patient_names(repo, [row.patient_id])
+    events = history.events_of(root)
     due = (
         reply_due(datetime.fromisoformat(row.last_patient_at))
         if row.awaiting_reply and row.last_patient_at
@@ -108,11 +139,81 @@ def open_thread(repo: Repository, thread_id: str, *, staff_name: str | None = No
         id=row.id,
         subject=store.subject_of(root),
         row=row,
-        messages=store.message_views(row, messages, "staff", before),
+        messages=store.message_views(repo, row, messages, "staff", before, events=events),
         patient_name=names.get(row.patient_id),
         reply_due=due,
         can_reply=row.status == "open",
+        confidential=confidential.is_confidential(repo, root),
+        history=events,
+        first_pool=history.pool_at(row, events, row.created),
+        destinations=move_destinations(repo, row) if row.status == "open" else [],
+        follows=store.followed_thread(repo, root, row.patient_id),
     )
+
+
+def move_destinations(repo: Repository, row: ThreadRow) -> list[PoolGroup]:
+    """Where the caller may move the thread: `routing.pools_for_staff` less the pool it is in."""
+    groups: list[PoolGroup] = []
+    for group in routing.pools_for_staff(repo, row.patient_id, repo.context.facility):
+        pools = [d for d in group.pools if (d.kind, d.reference) != (row.pool_kind, row.pool_ref)]
+        if pools:
+            groups.append(PoolGroup(group.label, pools))
+    return groups
+
+
+def move_thread(
+    repo: Repository,
+    thread_id: str,
+    *,
+    to: str,
+    expected: str | None = None,
+    staff_name: str | None = None,
+) -> Moved:
+    """Move an open thread to the pool `to` (a reference from `move_destinations`). `expected`
+    is the pool the staff member saw (`ThreadView.pool_key`): if somebody moved it meanwhile,
+    Conflict rather than a move made on stale information."""
+    row, _ = _my_thread(repo, thread_id)
+    if row.status != "open":
+        raise Conflict("This conversation is closed. Reopen it before moving it.")
+    if expected is not None and expected != pool_key_of(row.pool_kind, row.pool_ref):
+        raise Conflict("Somebody moved this conversation meanwhile. Check where it is now, then try again.")
+    target = next((d for g in move_destinations(repo, row) for d in g.pools if d.reference == to), None)
+    if target is None:
+        raise BadRequest("Choose a care team or clinic from the list to move the conversation to.")
+    _, name = staff_sender(repo, staff_name)
+    c = message_thread.c
+    same_pool = c.pool_ref.is_(None) if row.pool_ref is None else c.pool_ref == row.pool_ref
+    # The new pool's staff take it from here: nobody is assigned and nobody there has read it.
+    result = repo.connection.execute(
+        update(message_thread)
+        .where(c.id == row.id, c.status == "open", c.pool_kind == row.pool_kind, same_pool)
+        .values(
+            pool_kind=target.kind,
+            pool_ref=target.reference,
+            pool_name=target.name[:200],
+            facility=target.facility,
+            route_note=None,
+            assignee=None,
+            assignee_name=None,
+            staff_read_at=None,
+            staff_read_by=None,
+        )
+    )
+    if result.rowcount != 1:
+        raise Conflict("Somebody changed this conversation meanwhile. Check where it is now, then try again.")
+    event = ThreadEvent(
+        "moved",
+        store.stamp(),
+        name,
+        _author(repo),
+        source=history.current_pool(row),
+        target=Pool(target.kind, target.reference, target.name),
+    )
+    recipients = store.recipients(row.requested_ref, row.requested_name, target.reference, target.name)
+    history.record(repo, row.id, event, recipients=recipients)
+    store.audit_change(repo, row, "moved", source=row.pool_ref or row.pool_kind, target=target.reference)
+    moved = store.get_row(repo.connection, row.id)
+    return Moved(moved or row, target, still_mine=target.facility == repo.context.facility)
 
 
 def assign_to_me(repo: Repository, thread_id: str, *, staff_name: str | None = None) -> ThreadRow:
@@ -148,9 +249,11 @@ def reply(
     _, text = store.check_text(None, body)
     files = attachments.check_uploads(uploads or [])
     latest = store.thread_messages(repo, root)[-1]
+    # An answer is as confidential as the conversation, and as the message it answers.
+    adolescent = confidential.is_confidential(repo, root) or confidential.is_confidential(repo, latest)
     sender, name = staff_sender(repo, staff_name)
     recipients = [{"reference": f"Patient/{row.patient_id}"}]
-    if row.started_by.startswith("RelatedPerson/"):
+    if row.started_by.startswith("RelatedPerson/") and not adolescent:
         recipients.append({"reference": row.started_by})
     at = store.stamp()
     message_id = store.write_message(
@@ -164,6 +267,7 @@ def reply(
         at=at,
         thread_id=row.id,
         in_response_to=str(latest["id"]),
+        adolescent=adolescent,
     )
     store.record_message(repo.connection, row, "staff", at, name)
     if row.assignee is None:
@@ -173,23 +277,44 @@ def reply(
             .where(c.id == row.id, c.assignee.is_(None))
             .values(assignee=repo.context.actor, assignee_name=name[:200])
         )
-    notify_new_message(repo, row)
+    notify_new_message(repo, row, include_proxy=not adolescent)
     return message_id
 
 
 def close_thread(repo: Repository, thread_id: str, *, staff_name: str | None = None) -> ThreadRow:
-    """Close an open thread: it leaves the open lists and takes no more replies."""
+    """Close an open thread: it leaves the open lists and takes no more replies (the patient may
+    write a follow-up, which starts a new conversation: see `threads.follow_up`)."""
+    row, _ = _my_thread(repo, thread_id)
+    _, name = staff_sender(repo, staff_name)
+    at = store.stamp()
+    c = message_thread.c
+    result = repo.connection.execute(
+        update(message_thread)
+        .where(c.id == row.id, c.status == "open")
+        .values(status="closed", closed_at=at, closed_by=name[:200])
+    )
+    if result.rowcount != 1:
+        raise Conflict("This conversation is already closed.")
+    history.record(repo, row.id, ThreadEvent("closed", at, name, _author(repo)))
+    store.audit_change(repo, row, "closed")
+    return row
+
+
+def reopen_thread(repo: Repository, thread_id: str, *, staff_name: str | None = None) -> ThreadRow:
+    """Reopen a closed thread in the pool it was closed in, with its assignee, so the care team
+    can write again (and the patient can reply)."""
     row, _ = _my_thread(repo, thread_id)
     _, name = staff_sender(repo, staff_name)
     c = message_thread.c
     result = repo.connection.execute(
         update(message_thread)
-        .where(c.id == row.id, c.status == "open")
-        .values(status="closed", closed_at=store.stamp(), closed_by=name[:200])
+        .where(c.id == row.id, c.status == "closed")
+        .values(status="open", closed_at=None, closed_by=None)
     )
     if result.rowcount != 1:
-        raise Conflict("This conversation is already closed.")
-    store.audit_change(repo, row, "closed")
+        raise Conflict("This conversation is already open.")
+    history.record(repo, row.id, ThreadEvent("reopened", store.stamp(), name, _author(repo)))
+    store.audit_change(repo, row, "reopened")
     return row
 
 
@@ -225,21 +350,25 @@ def staff_sender(repo: Repository, staff_name: str | None = None) -> tuple[dict[
     return {"reference": actor, "display": name}, name
 
 
-def notify_new_message(repo: Repository, row: ThreadRow) -> int:
+def notify_new_message(repo: Repository, row: ThreadRow, *, include_proxy: bool = True) -> int:
     """Queue "You have a new message" (no clinical detail: email and SMS are not secure) to the
-    patient and to the proxy who started the thread, unless one is still waiting to go.
+    patient and (with `include_proxy`: not for an adolescent-confidential answer) to the proxy
+    who started the thread, to each address without such a notice still waiting to go.
     Returns how many were queued."""
     reference = f"Communication/{row.id}"
-    if any(m.kind == NOTIFICATION_KIND for m in outbox.pending(repo.connection, reference=reference)):
-        return 0
+    waiting = {
+        m.recipient
+        for m in outbox.pending(repo.connection, reference=reference)
+        if m.kind == NOTIFICATION_KIND
+    }
     contacts: dict[str, outbox.Channel] = {}
-    for resource_type, resource_id in [("Patient", row.patient_id), *_proxy(row)]:
+    for resource_type, resource_id in [("Patient", row.patient_id), *(_proxy(row) if include_proxy else [])]:
         try:
             person = repo.read(resource_type, resource_id).parsed()
         except GarrisonError:
             continue
         contact = _contact(person)
-        if contact is not None:
+        if contact is not None and contact[1] not in waiting:
             contacts.setdefault(contact[1], contact[0])
     link = _portal_link(repo)
     for address, channel in contacts.items():
@@ -257,6 +386,13 @@ def notify_new_message(repo: Repository, row: ThreadRow) -> int:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _author(repo: Repository) -> str | None:
+    """The staff member as an Annotation author: R4 allows a Practitioner, not a PractitionerRole
+    (https://hl7.org/fhir/R4/datatypes.html#Annotation)."""
+    actor = repo.context.actor
+    return actor if actor.startswith("Practitioner/") else None
 
 
 def _my_pools(repo: Repository) -> Any:

@@ -10,6 +10,7 @@ from garrison.beneficiaries.vocabulary import BASE
 
 PoolKind = Literal["team", "clinic", "triage", "unrouted"]
 Side = Literal["patient", "staff"]
+EventKind = Literal["moved", "closed", "reopened"]
 
 REPLY_BUSINESS_DAYS = 3
 REPLY_EXPECTATION = f"Your care team usually replies within {REPLY_BUSINESS_DAYS} business days."
@@ -57,6 +58,47 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class Pool:
+    """A named staff pool as it was at some moment (see `history.pool_at`)."""
+
+    kind: PoolKind
+    reference: str | None
+    name: str
+    note: str | None = None  # why the first message did not reach the chosen team or clinic
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGroup:
+    """Pools staff may move a conversation to, grouped as the move chooser shows them."""
+
+    label: str
+    pools: list[Destination]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadEvent:
+    """Something staff did to a conversation: moved it to another pool, closed or reopened it.
+    Kept on the thread's first Communication (see `history`)."""
+
+    kind: EventKind
+    at: str  # ISO-8601 UTC, the same fixed-width text as message times
+    by: str  # the staff member's name
+    by_reference: str | None
+    source: Pool | None = None  # moves only: where it was
+    target: Pool | None = None  # moves only: where it went
+
+    @property
+    def when(self) -> datetime:
+        return datetime.fromisoformat(self.at)
+
+    @property
+    def staff_words(self) -> str:
+        if self.kind == "moved" and self.source is not None and self.target is not None:
+            return f"Moved from {self.source.name} to {self.target.name} by {self.by}"
+        return f"{'Closed' if self.kind == 'closed' else 'Reopened'} by {self.by}"
+
+
+@dataclass(frozen=True, slots=True)
 class AttachmentInfo:
     index: int  # position among the message's attachments (the download URL uses it)
     title: str
@@ -90,8 +132,9 @@ class MessageView:
     sent: datetime
     body: str
     attachments: list[AttachmentInfo]
-    steps: list[DeliveryStep]  # sent → delivered/routed → read → replied, as far as it got
+    steps: list[DeliveryStep]  # sent → delivered/routed → moved → read → replied, as far as it got
     new: bool  # the viewer's side had not seen it before this visit
+    confidential: bool = False  # labelled adolescent-confidential: a parent's proxy access never sees it
 
     @property
     def state(self) -> str:
@@ -167,6 +210,7 @@ class ThreadSummary:
     row: ThreadRow
     unread: bool  # for the viewer's side
     patient_name: str | None = None  # staff lists only
+    confidential: bool = False  # the conversation is adolescent-confidential
 
     @property
     def last_message_at(self) -> datetime:
@@ -183,6 +227,35 @@ class ThreadView:
     reply_due: date | None = None  # while the patient side waits for an answer
     can_reply: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    confidential: bool = False  # the conversation is adolescent-confidential
+    history: list[ThreadEvent] = field(default_factory=list)  # staff pages: moves, closes, reopens
+    first_pool: Pool | None = None  # where the first message was delivered (before any move)
+    destinations: list[PoolGroup] = field(default_factory=list)  # staff pages: where it may move to
+    follows: tuple[str, str] | None = None  # (thread id, subject) of the closed conversation it follows up
+
+    @property
+    def moved(self) -> bool:
+        """Staff moved it since the first message was delivered."""
+        first = self.first_pool
+        return first is not None and (first.kind, first.reference) != (self.row.pool_kind, self.row.pool_ref)
+
+    @property
+    def follow_up_to(self) -> str:
+        """Whom a follow-up is addressed to (`routing.follow_up_destination`)."""
+        return self.row.pool_name if self.row.pool_kind in ("team", "clinic") else self.row.requested_name
+
+    @property
+    def started(self) -> datetime:
+        return datetime.fromisoformat(self.row.created)
+
+    @property
+    def pool_key(self) -> str:
+        """The current pool, as the move form names it (a move checks nobody moved it meanwhile)."""
+        return pool_key_of(self.row.pool_kind, self.row.pool_ref)
+
+
+def pool_key_of(kind: str, reference: str | None) -> str:
+    return f"{kind}:{reference or ''}"
 
 
 def reply_due(sent: datetime, business_days: int = REPLY_BUSINESS_DAYS) -> date:

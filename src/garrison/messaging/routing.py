@@ -21,14 +21,14 @@ staff can both see where the message went.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from garrison.beneficiaries.vocabulary import FACILITY_KIND_SYSTEM, HEALTHCARE_SERVICE_SYSTEM, FacilityKind
 from garrison.clock import now
 from garrison.errors import BadRequest, Forbidden, GarrisonError
 from garrison.fhir.repository import Repository
 from garrison.fhir.search.query import SearchRequest
-from garrison.messaging.model import UNROUTED_QUEUE, Choice, Destination, triage_queue
+from garrison.messaging.model import UNROUTED_QUEUE, Choice, Destination, PoolGroup, ThreadRow, triage_queue
 
 LOINC = "http://loinc.org"
 PRIMARY_CARE_TEAM = "LA28865-6"
@@ -75,6 +75,80 @@ def route(repo: Repository, choice: Choice) -> Destination:
     if kind == "HealthcareService":
         return _route_service(repo, ident, choice.label)
     return _route_facility(repo, ident)
+
+
+def pools_for_staff(repo: Repository, patient: str, facility: str | None) -> list[PoolGroup]:
+    """The care-team pools staff may move a conversation about `patient` to (read through the
+    staff member's Repository): the patient's primary care teams that take messages now, then
+    the staffed clinics (HealthcareServices) of the staff member's own facility and of the
+    facilities the patient was seen at, grouped by facility. As for the patient's own choices,
+    emergency and urgent care, closed clinics and facilities and civilian network providers are
+    left out; so is any team or clinic that routing would pass on to a triage pool (a move must
+    land where somebody answers)."""
+    groups: list[PoolGroup] = []
+    teams: list[Destination] = []
+    for team in _primary_care_teams(repo, patient):
+        if team.get("status") != "active":
+            continue
+        destination = _route_team(repo, str(team["id"]), _team_choice(team, None).label)
+        if destination.kind == "team":
+            teams.append(destination)
+    if teams:
+        groups.append(PoolGroup("The patient's primary care team", teams))
+    services: dict[str, dict[str, Any]] = {}
+    if facility:
+        at_facility = [("organization", f"Organization/{facility}"), ("active", "true")]
+        services.update(_by_id(repo, "HealthcareService", at_facility))
+    seen = [
+        c.reference.removeprefix("HealthcareService/")
+        for c in _clinics(repo, patient, set(), {})
+        if c.reference.startswith("HealthcareService/")
+    ]
+    missing = [i for i in seen if i not in services]
+    if missing:
+        services.update(_by_id(repo, "HealthcareService", [("_id", ",".join(missing))]))
+    candidates = {
+        ident: service
+        for ident, service in services.items()
+        if service.get("active") is not False
+        and _service_code(service.get("type")) not in _NOT_OFFERED_SERVICES
+        and _org_id(service.get("providedBy")) is not None
+    }
+    if not candidates:
+        return groups
+    org_ids = sorted({str(_org_id(s.get("providedBy"))) for s in candidates.values()})
+    orgs = _by_id(repo, "Organization", [("_id", ",".join(org_ids))])
+    staffed = _staffed_services(repo, sorted(candidates))
+    by_facility: dict[str, list[Destination]] = {}
+    for ident, service in candidates.items():
+        org_id = str(_org_id(service.get("providedBy")))
+        org = orgs.get(org_id)
+        if org is None or org.get("active") is False or _is_network_provider(org) or ident not in staffed:
+            continue
+        facility_name = str(org.get("name") or "the facility")
+        code = _service_code(service.get("type")) or "Clinic"
+        name = str(service.get("name") or f"{code}, {facility_name}")
+        by_facility.setdefault(facility_name, []).append(
+            Destination("clinic", f"HealthcareService/{ident}", name, org_id)
+        )
+    for facility_name in sorted(by_facility, key=str.casefold):
+        pools = sorted(by_facility[facility_name], key=lambda d: d.name.casefold())
+        groups.append(PoolGroup(f"Clinics at {facility_name}", pools))
+    return groups
+
+
+def follow_up_destination(repo: Repository, row: ThreadRow) -> tuple[Choice, Destination]:
+    """Where a follow-up to the closed conversation `row` goes: the team or clinic that last
+    held it (staff may have moved it there), checked again by routing; a conversation that sat
+    in a triage pool or the unrouted queue is routed again as the patient first addressed it
+    (it may reach the team now, or it lands in the same named pool again)."""
+    if row.pool_kind in ("team", "clinic") and row.pool_ref:
+        kind: Literal["team", "clinic"] = "team" if row.pool_kind == "team" else "clinic"
+        choice = Choice(row.pool_ref, row.pool_name, kind)
+    else:
+        kind = "team" if row.requested_ref.startswith("CareTeam/") else "clinic"
+        choice = Choice(row.requested_ref, row.requested_name, kind)
+    return choice, route(repo, choice)
 
 
 # ------------------------------------------------------------------------------- choices
@@ -266,6 +340,28 @@ def _current_members(repo: Repository, team: dict[str, Any]) -> list[str]:
         active = _by_id(repo, "PractitionerRole", [("_id", ",".join(roles)), ("active", "true")])
         members = [m for m in members if not m.startswith("PractitionerRole/") or m[17:] in active]
     return members
+
+
+def _staffed_services(repo: Repository, service_ids: list[str]) -> set[str]:
+    """Those of the HealthcareServices somebody (an active PractitionerRole) works in."""
+    page = repo.search(
+        SearchRequest(
+            "PractitionerRole",
+            [
+                ("service", ",".join(f"HealthcareService/{i}" for i in service_ids)),
+                ("active", "true"),
+                ("_count", "1000"),
+            ],
+        )
+    )
+    wanted = set(service_ids)
+    found: set[str] = set()
+    for match in page.matches:
+        for ref in match.parsed().get("healthcareService") or []:
+            ident = str(ref.get("reference", "")).removeprefix("HealthcareService/")
+            if ident in wanted:
+                found.add(ident)
+    return found
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from garrison.errors import BadRequest, Conflict, GarrisonError, NotFound
 from garrison.fhir.repository import Repository
 from garrison.fhir.resource import ID_PATTERN, format_instant, new_id
 from garrison.fhir.search.query import SearchRequest
-from garrison.messaging import attachments
+from garrison.messaging import attachments, confidential, history
 from garrison.messaging.model import (
     CATEGORY_SYSTEM,
     MAX_BODY,
@@ -26,7 +26,9 @@ from garrison.messaging.model import (
     DeliveryStep,
     Destination,
     MessageView,
+    Pool,
     Side,
+    ThreadEvent,
     ThreadRow,
 )
 from garrison.messaging.tables import message_thread
@@ -59,6 +61,10 @@ def check_text(subject: str | None, body: str) -> tuple[str | None, str]:
 
 def side_of(sender_reference: str) -> Side:
     return "staff" if sender_reference.startswith(_STAFF_SENDERS) else "patient"
+
+
+def message_side(message: dict[str, Any]) -> Side:
+    return side_of(_sender_ref(message))
 
 
 # ---------------------------------------------------------------------------- the thread row
@@ -126,7 +132,8 @@ def record_message(connection: Connection, row: ThreadRow, side: Side, at: str, 
         update(message_thread).where(c.id == row.id, c.status == "open").values(**values)
     )
     if result.rowcount != 1:
-        raise Conflict("This conversation has been closed. Start a new message instead.")
+        advice = "Send a follow-up instead." if side == "patient" else "Reopen it to write again."
+        raise Conflict(f"This conversation has been closed. {advice}")
 
 
 def mark_read(connection: Connection, row: ThreadRow, side: Side, reader: str | None) -> ThreadRow:
@@ -143,8 +150,8 @@ def mark_read(connection: Connection, row: ThreadRow, side: Side, reader: str | 
     return replace(row, staff_read_at=at, staff_read_by=reader)
 
 
-def audit_change(repo: Repository, row: ThreadRow, what: str) -> None:
-    """An audit record for a change the FHIR store does not see (assign, close)."""
+def audit_change(repo: Repository, row: ThreadRow, what: str, **detail: str | None) -> None:
+    """An audit record for a change to the thread row (assign, move, close, reopen)."""
     context = repo.context
     if not context.audited:
         return
@@ -160,7 +167,7 @@ def audit_change(repo: Repository, row: ThreadRow, what: str) -> None:
             purpose_of_use=context.purpose_of_use,
             source=context.source or context.client,
             session=context.session,
-            detail={"change": what},
+            detail={"change": what, **{k: v for k, v in detail.items() if v is not None}},
         )
     )
 
@@ -180,12 +187,18 @@ def write_message(
     at: str,
     thread_id: str | None = None,
     in_response_to: str | None = None,
+    adolescent: bool = False,
 ) -> str:
     """Write one message as a Communication through the caller's Repository (so the access
-    policy decides whether the caller may); returns its id. https://hl7.org/fhir/R4/communication.html"""
+    policy decides whether the caller may); returns its id. With `adolescent`, the message and
+    its attachments carry the adolescent-confidential label (see `confidential`).
+    https://hl7.org/fhir/R4/communication.html"""
     communication_id = new_id()
+    security = [confidential.label(repo)] if adolescent else None
     payload: list[dict[str, Any]] = [{"contentString": body}]
-    payload.extend({"contentAttachment": a} for a in attachments.store(repo, communication_id, files))
+    payload.extend(
+        {"contentAttachment": a} for a in attachments.store(repo, communication_id, files, security=security)
+    )
     resource: dict[str, Any] = {
         "resourceType": "Communication",
         "status": "completed",  # it was sent (event status, https://hl7.org/fhir/R4/valueset-event-status.html)
@@ -208,8 +221,39 @@ def write_message(
         resource["partOf"] = [{"reference": f"Communication/{thread_id}"}]
     if in_response_to is not None:
         resource["inResponseTo"] = [{"reference": f"Communication/{in_response_to}"}]
-    repo.create(resource, assigned_id=communication_id)
+    if adolescent:
+        confidential.create_labelled(repo, resource, communication_id)
+    else:
+        repo.create(resource, assigned_id=communication_id)
     return communication_id
+
+
+def recipients(requested: str, requested_name: str, pool: str | None, pool_name: str) -> list[dict[str, str]]:
+    """A patient-side message's recipients: what the patient chose, and the pool that holds the
+    conversation when that is somewhere else (a triage pool, or where staff moved it)."""
+    found = [{"reference": requested, "display": requested_name}]
+    if pool is not None and pool != requested:
+        found.append({"reference": pool, "display": pool_name})
+    return found
+
+
+def followed_thread(repo: Repository, root: dict[str, Any], patient_id: str) -> tuple[str, str] | None:
+    """(id, subject) of the closed conversation this thread follows up, when its first message
+    answers another thread's first message (`threads.follow_up`) the caller may see."""
+    if root.get("partOf"):
+        return None
+    for ref in root.get("inResponseTo") or []:
+        reference = str(ref.get("reference", ""))
+        if not reference.startswith("Communication/"):
+            continue
+        earlier = get_row(repo.connection, reference.removeprefix("Communication/"))
+        if earlier is None or earlier.patient_id != patient_id:
+            continue
+        try:
+            return earlier.id, subject_of(read_root(repo, earlier.id))
+        except NotFound:
+            return None
+    return None
 
 
 def read_root(repo: Repository, thread_id: str) -> dict[str, Any]:
@@ -246,15 +290,22 @@ def body_of(communication: dict[str, Any]) -> str:
 
 
 def message_views(
-    row: ThreadRow, messages: list[dict[str, Any]], viewer: Side, read_before: str | None
+    repo: Repository,
+    row: ThreadRow,
+    messages: list[dict[str, Any]],
+    viewer: Side,
+    read_before: str | None,
+    *,
+    events: list[ThreadEvent] | None = None,
 ) -> list[MessageView]:
     """Each message with its delivery state as `viewer` should see it. `read_before` is when the
-    viewer's side last opened the thread before this visit (what is new to them)."""
-    staff_times = sorted(str(m.get("sent", "")) for m in messages if side_of(_sender_ref(m)) == "staff")
+    viewer's side last opened the thread before this visit (what is new to them); `events` are
+    the thread's moves (`history`), so each message says which pool it reached first."""
+    staff_times = sorted(str(m.get("sent", "")) for m in messages if message_side(m) == "staff")
     views: list[MessageView] = []
     for message in messages:
         sent = str(message.get("sent", ""))
-        side = side_of(_sender_ref(message))
+        side = message_side(message)
         sender = message.get("sender") or {}
         views.append(
             MessageView(
@@ -264,17 +315,31 @@ def message_views(
                 sent=_parse(sent),
                 body=body_of(message),
                 attachments=attachments.attachments_of(message),
-                steps=_steps(row, side, sent, staff_times, viewer),
+                steps=_steps(row, side, sent, staff_times=staff_times, viewer=viewer, events=events or []),
                 new=side != viewer and (read_before is None or read_before < sent),
+                confidential=confidential.is_confidential(repo, message),
             )
         )
     return views
 
 
-def _steps(row: ThreadRow, side: Side, sent: str, staff_times: list[str], viewer: Side) -> list[DeliveryStep]:
+def _steps(
+    row: ThreadRow,
+    side: Side,
+    sent: str,
+    *,
+    staff_times: list[str],
+    viewer: Side,
+    events: list[ThreadEvent],
+) -> list[DeliveryStep]:
     steps = [DeliveryStep("Sent", _parse(sent))]
     if side == "patient":
-        steps.append(DeliveryStep(_delivered(row, viewer), _parse(sent)))
+        steps.append(DeliveryStep(_delivered(history.pool_at(row, events, sent), viewer), _parse(sent)))
+        for move in history.moves_after(events, sent):
+            target = move.target.name if move.target is not None else "another pool"
+            words = f"Moved to {target} by {move.by}" if viewer == "staff" else f"Passed on to {target}"
+            steps.append(DeliveryStep(words, _parse(move.at)))
+        # Read (by the pool that holds it now: a move leaves it unread there), then replied.
         if row.staff_read_at is not None and row.staff_read_at >= sent:
             who = "your care team" if viewer == "patient" else (row.staff_read_by or "staff")
             steps.append(DeliveryStep(f"Read by {who}", _parse(row.staff_read_at)))
@@ -293,14 +358,14 @@ def _steps(row: ThreadRow, side: Side, sent: str, staff_times: list[str], viewer
     return steps
 
 
-def _delivered(row: ThreadRow, viewer: Side) -> str:
-    if row.pool_kind in ("team", "clinic"):
-        return f"Delivered to {row.pool_name}"
-    if row.pool_kind == "unrouted":
+def _delivered(pool: Pool, viewer: Side) -> str:
+    if pool.kind in ("team", "clinic"):
+        return f"Delivered to {pool.name}"
+    if pool.kind == "unrouted":
         return f"Held in the {UNROUTED_QUEUE} queue for staff to route"
-    if row.route_note and viewer == "patient":
-        return f"Delivered to {row.pool_name} ({row.route_note.rstrip('.')})"
-    return f"Delivered to {row.pool_name}"
+    if pool.note and viewer == "patient":
+        return f"Delivered to {pool.name} ({pool.note.rstrip('.')})"
+    return f"Delivered to {pool.name}"
 
 
 def thread_attachment(

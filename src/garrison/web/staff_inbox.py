@@ -1,5 +1,6 @@
 """The staff message inbox at /workspace/inbox: the care-team pools of the staff member's facility
-and the enterprise-wide unrouted queue; open a conversation, take it, reply, close it.
+and the enterprise-wide unrouted queue; open a conversation, take it, reply, move it to another
+team or clinic, close it, reopen it.
 
 Built on the workspace's plumbing (`garrison.web.workspace`): staff sign-in required, one audited
 transaction per page through a Repository bound to the staff member's own AccessContext, CSRF
@@ -46,6 +47,8 @@ def inbox_routes(
         Route("/workspace/inbox/{thread_id}/assign", pages.assign, methods=["POST"]),
         Route("/workspace/inbox/{thread_id}/reply", pages.reply, methods=["POST"]),
         Route("/workspace/inbox/{thread_id}/close", pages.close, methods=["POST"]),
+        Route("/workspace/inbox/{thread_id}/reopen", pages.reopen, methods=["POST"]),
+        Route("/workspace/inbox/{thread_id}/move", pages.move, methods=["POST"]),
         Route("/workspace/inbox/{thread_id}/files/{message_id}/{index:int}", pages.download, methods=["GET"]),
     ]
 
@@ -102,6 +105,7 @@ class _Inbox(_Workspace):
             views=inbox.VIEWS,
             section="inbox",
             closed=request.query_params.get("closed") == "1",
+            moved_away=request.query_params.get("moved") == "1",
         )
 
     async def thread(self, request: Request) -> Response:
@@ -124,6 +128,32 @@ class _Inbox(_Workspace):
 
     async def close(self, request: Request) -> Response:
         return await self._change(request, "closed", inbox.close_thread)
+
+    async def reopen(self, request: Request) -> Response:
+        return await self._change(request, "reopened", inbox.reopen_thread)
+
+    async def move(self, request: Request) -> Response:
+        try:
+            thread_id = self._thread_id(request)
+            who = self._messenger(request, f"/workspace/inbox/{thread_id}")
+            form = await self._form(request)
+            to = self._text(form, "to")
+            expected = self._text(form, "from") or None
+            moved = await self._run(
+                request,
+                who,
+                lambda repo: inbox.move_thread(
+                    repo, thread_id, to=to, expected=expected, staff_name=who.display_name
+                ),
+                write=True,
+                action="workspace:messages:update",
+            )
+        except _Refused as refused:
+            return refused.response
+        if moved.still_mine:
+            return RedirectResponse(f"/workspace/inbox/{thread_id}?moved=1", status_code=303)
+        # Another facility's pool: the mover can no longer open it.
+        return RedirectResponse("/workspace/inbox?moved=1", status_code=303)
 
     async def _change(self, request: Request, done: str, change: Any) -> Response:
         try:
@@ -206,5 +236,7 @@ class _Inbox(_Workspace):
             section="inbox",
             replied=request.query_params.get("replied") == "1",
             assigned=request.query_params.get("assigned") == "1",
+            moved=request.query_params.get("moved") == "1",
+            reopened=request.query_params.get("reopened") == "1",
             **LIMITS,
         )

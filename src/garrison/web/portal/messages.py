@@ -1,5 +1,6 @@
 """Portal pages for secure messages: the conversations list, writing a new message, a
-conversation with its delivery and read state and a reply form, and attachment downloads.
+conversation with its delivery and read state and a reply form (or, once it is closed, a
+follow-up form that starts a new conversation linked to it), and attachment downloads.
 
 Thin on purpose: `garrison.messaging.threads` does the work through the user's Repository.
 Opening a conversation marks it read by the patient side, so that page runs in a write
@@ -50,6 +51,7 @@ def routes(pages: PortalPages) -> list[Route]:
         Route("/portal/messages/new", area.send, methods=["POST"]),
         Route("/portal/messages/{thread_id}", area.thread, methods=["GET"]),
         Route("/portal/messages/{thread_id}/reply", area.reply, methods=["POST"]),
+        Route("/portal/messages/{thread_id}/follow-up", area.follow_up, methods=["POST"]),
         Route("/portal/messages/{thread_id}/files/{message_id}/{index:int}", area.download, methods=["GET"]),
     ]
 
@@ -155,6 +157,33 @@ class _Messages:
             return refused.response
         return self._thread_page(request, view, {}, "")
 
+    async def follow_up(self, request: Request) -> Response:
+        pages = self.pages
+        thread_id = str(request.path_params["thread_id"])
+        try:
+            who = await pages.user(request)
+            _check_id(pages, request, thread_id)
+            form = await pages.form(request, max_bytes=MAX_POST_BYTES, max_files=_MAX_FORM_FILES)
+            subject = pages.text(form, "subject", MAX_SUBJECT * 2)
+            body = _long_text(form, "body")
+            uploads = await uploads_in(form)
+
+            def work(repo: Repository) -> tuple[str | None, dict[str, str], Any]:
+                errors = threads.check_follow_up(subject, body, uploads)
+                if errors:
+                    return None, errors, threads.open_thread(repo, thread_id)
+                sent = threads.follow_up(repo, thread_id, subject=subject, body=body, uploads=uploads)
+                return sent.thread_id, {}, None
+
+            new_thread, errors, view = await pages.run(
+                request, who, work, write=True, action="portal:messages:create"
+            )
+        except Refused as refused:
+            return refused.response
+        if new_thread is None:
+            return self._thread_page(request, view, errors, body, status=400, subject=subject)
+        return RedirectResponse(f"/portal/messages/{new_thread}?sent=1", status_code=303)
+
     async def reply(self, request: Request) -> Response:
         pages = self.pages
         thread_id = str(request.path_params["thread_id"])
@@ -221,7 +250,14 @@ class _Messages:
         )
 
     def _thread_page(
-        self, request: Request, view: Any, errors: dict[str, str], body: str, status: int = 200
+        self,
+        request: Request,
+        view: Any,
+        errors: dict[str, str],
+        body: str,
+        status: int = 200,
+        *,
+        subject: str | None = None,
     ) -> Response:
         return self.pages.render(
             request,
@@ -231,6 +267,7 @@ class _Messages:
             thread=view,
             errors=errors,
             body=body,
+            subject=threads.default_follow_up_subject(view.subject) if subject is None else subject,
             sent=request.query_params.get("sent") == "1",
             replied=request.query_params.get("replied") == "1",
             **LIMITS,
