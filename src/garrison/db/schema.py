@@ -75,8 +75,8 @@ PLANNER_STATISTICS_TARGET = 1000
 
 
 def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, ...]) -> Table:
-    # The lookup index ends with resource_id: a filter's EXISTS probe for one candidate resource is
-    # then a single index-only lookup (migration 0015).
+    # The lookup index holds resource_id right after the values a filter always names: a filter's
+    # EXISTS probe for one candidate resource is then a single index-only lookup (migration 0015).
     table = Table(
         name,
         metadata,
@@ -86,7 +86,7 @@ def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, .
         Column("grp", Integer, nullable=False, default=0),
         *value_columns,
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
-        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup, "resource_id"),
+        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup),
     )
     target = PLANNER_STATISTICS_TARGET
     for statement in (
@@ -105,7 +105,7 @@ search_string = _index_table(
     "search_string",
     Column("value", Text, nullable=False),
     Column("exact", Text, nullable=False),
-    lookup=("value",),
+    lookup=("value", "resource_id"),
 )
 
 # system|code, plus the display/text (normalised) for the :text modifier.
@@ -114,7 +114,7 @@ search_token = _index_table(
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("text", Text, nullable=True),
-    lookup=("code", "system"),
+    lookup=("code", "resource_id", "system"),
 )
 
 # A date is a range [low, high] in UTC, both inclusive, as fixed-width ISO text
@@ -123,7 +123,7 @@ search_date = _index_table(
     "search_date",
     Column("low", String(26), nullable=False),
     Column("high", String(26), nullable=False),
-    lookup=("low", "high"),
+    lookup=("low", "high", "resource_id"),
 )
 
 # Numbers keep the implicit range of their precision (https://hl7.org/fhir/R4/search.html#number).
@@ -132,7 +132,7 @@ search_number = _index_table(
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Column("value", Float, nullable=False),
-    lookup=("value",),
+    lookup=("value", "resource_id"),
 )
 
 search_quantity = _index_table(
@@ -143,7 +143,7 @@ search_quantity = _index_table(
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Column("value", Float, nullable=False),
-    lookup=("code", "value"),
+    lookup=("code", "value", "resource_id"),
 )
 
 # A reference resolves to (target_type, target_id) when it is relative or local to this server;
@@ -156,7 +156,7 @@ search_reference = _index_table(
     Column("version", String(ID_LEN), nullable=True),
     Column("identifier_system", Text, nullable=True),
     Column("identifier_value", Text, nullable=True),
-    lookup=("target_id", "target_type"),
+    lookup=("target_id", "target_type", "resource_id"),
 )
 # _revinclude and reverse chaining look references up by target without knowing the source type.
 Index("ix_search_reference_target", search_reference.c.target_id, search_reference.c.target_type)
@@ -164,7 +164,7 @@ Index("ix_search_reference_target", search_reference.c.target_id, search_referen
 search_uri = _index_table(
     "search_uri",
     Column("value", Text, nullable=False),
-    lookup=("value",),
+    lookup=("value", "resource_id"),
 )
 
 INDEX_TABLES: dict[str, Table] = {
