@@ -5,6 +5,7 @@ in the registered JWKS never works, whatever the assertion's headers say (Z8).""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def _register_backend(
     assert code == 0, output
     lines = output.strip().splitlines()
     client_id = lines[-1]
-    assert client_id.strip() == client_id and " " not in client_id and len(client_id) >= 22
+    # 128 random bits as hex: an id never starts with '-', so commands taking it as an argument
+    # never read it as an option.
+    assert re.fullmatch(r"[0-9a-f]{32}", client_id), client_id
     return client_id
 
 
