@@ -105,6 +105,29 @@ def test_staff_idle_timeout_is_fifteen_minutes(engine: Engine, staff: str) -> No
     assert audit_rows(engine, "user:session:logout") == []
 
 
+def _read(engine: Engine, token: str) -> tuple[bool, bool]:
+    with read_transaction(engine) as conn:
+        session, must_write = sessions.read_session(conn, token)
+    return session is not None, must_write
+
+
+def test_reading_a_session_asks_for_a_write_only_when_one_is_due(engine: Engine, staff: str) -> None:
+    """Most requests read their session without the write lock; a write is asked for when the
+    activity is due to be recorded (once a second) or the session must end now."""
+    settings = identity_settings(engine)
+    new = _start(engine, settings, staff)
+    assert _read(engine, "no-such-token") == (False, False)
+    assert _read(engine, new.token) == (True, False)
+    with clock.travel(timedelta(seconds=2)):
+        assert _read(engine, new.token) == (True, True)
+        assert _alive(engine, new.token)  # records the activity
+        assert _read(engine, new.token) == (True, False)
+        with clock.travel(timedelta(minutes=15, seconds=1)):
+            assert _read(engine, new.token) == (False, True)  # idle: must end now
+            assert not _alive(engine, new.token)
+            assert _read(engine, new.token) == (False, False)  # ended: nothing left to write
+
+
 def test_idle_without_any_request(engine: Engine, staff: str) -> None:
     settings = identity_settings(engine)
     first, second = _start(engine, settings, staff), _start(engine, settings, staff)
