@@ -59,8 +59,12 @@ def make_account(
     password: str | None = PASSWORD,
     totp: bool | None = None,
     edipi: str | None = None,
+    fhir_user: str | None = None,
+    facility: str | None = None,
 ) -> tuple[Account, str | None]:
-    """Create an account; returns it and its TOTP secret (staff get one unless totp=False)."""
+    """Create an account; returns it and its TOTP secret (staff get one unless totp=False).
+    By default it stands for `Practitioner|Patient|RelatedPerson/<username>`, and staff work at
+    org-1."""
     role = role or ("physician" if kind == "staff" else kind)
     reference = {"staff": "Practitioner", "patient": "Patient", "proxy": "RelatedPerson"}[kind]
     with write_transaction(engine) as conn:
@@ -69,9 +73,9 @@ def make_account(
             username=username,
             kind=kind,
             role=role,
-            display_name=username.title(),
-            fhir_user=f"{reference}/{username}",
-            facility="org-1" if kind == "staff" else None,
+            display_name=username.replace(".", " ").title(),
+            fhir_user=fhir_user or f"{reference}/{username}",
+            facility=facility or ("org-1" if kind == "staff" else None),
             edipi=edipi,
             password=password,
             actor="system/tests",
@@ -229,3 +233,13 @@ class Browser:
 
     def whoami(self) -> httpx.Response:
         return self.get("/whoami")
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(page: str) -> str:
+    """The CSRF token of a page's form."""
+    found = _CSRF.search(page)
+    assert found, "no CSRF token on the page"
+    return found.group(1)

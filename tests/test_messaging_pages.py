@@ -24,7 +24,7 @@ from garrison.db.schema import resource
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
-from garrison.identity import accounts, totp
+from garrison.identity import totp
 from garrison.messaging.model import EMERGENCY_NOTICE
 from garrison.notifications import outbox
 from garrison.settings import Settings
@@ -32,7 +32,14 @@ from garrison.web.app import create_app
 from garrison.web.portal import messages as portal_messages
 from garrison.web.portal.base import PortalPages
 from garrison.web.staff_inbox import inbox_routes
-from tests.identity_fixtures import PASSWORD, Browser, Served, cheap_password_hashing
+from tests.identity_fixtures import (
+    PASSWORD,
+    Browser,
+    Served,
+    cheap_password_hashing,
+    csrf_from,
+    make_account,
+)
 from tests.test_messaging import (
     CHILD,
     GUARDIAN,
@@ -46,7 +53,6 @@ from tests.test_messaging import (
 )
 
 _THREAD = re.compile(r"/portal/messages/([A-Za-z0-9\-.]+)\?sent=1")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass
@@ -87,12 +93,6 @@ class Site:
             return repo.read(resource_type, resource_id).parsed()
 
 
-def _csrf(page: str) -> str:
-    found = _CSRF.search(page)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, definitions: Definitions) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("messaging-pages")
@@ -107,30 +107,21 @@ def site(tmp_path_factory: pytest.TempPathFactory, definitions: Definitions) -> 
     build_world(engine, definitions, settings)
     secrets: dict[str, str] = {}
     with cheap_password_hashing():
+        for username, kind, role, fhir_user, facility in (
+            ("pat.example", "patient", "patient", f"Patient/{PATIENT}", None),
+            ("olive.other", "patient", "patient", f"Patient/{OTHER}", None),
+            ("gail.guardian", "proxy", "proxy", f"RelatedPerson/{GUARDIAN}", None),
+            ("dr.cole", "staff", "physician", "Practitioner/msg-dr-pcm", ORG_A),
+            ("desk.alpha", "staff", "front_desk", "Practitioner/msg-desk", ORG_A),
+        ):
+            account, secret = make_account(
+                engine, username, kind=kind, role=role, fhir_user=fhir_user, facility=facility
+            )
+            if secret is not None:
+                secrets[username] = secret
+            if username == "gail.guardian":
+                guardian = account.id
         with write_transaction(engine) as connection:
-
-            def add(username: str, kind: str, role: str, fhir_user: str, facility: str | None = None) -> str:
-                account = accounts.create_account(
-                    connection,
-                    username=username,
-                    kind=kind,  # type: ignore[arg-type]
-                    role=role,
-                    display_name=username.replace(".", " ").title(),
-                    fhir_user=fhir_user,
-                    facility=facility,
-                    password=PASSWORD,
-                    actor="system/tests",
-                    actor_role="system",
-                )
-                if kind == "staff":
-                    secrets[username] = accounts.enable_totp(connection, account.id).secret
-                return account.id
-
-            add("pat.example", "patient", "patient", f"Patient/{PATIENT}")
-            add("olive.other", "patient", "patient", f"Patient/{OTHER}")
-            guardian = add("gail.guardian", "proxy", "proxy", f"RelatedPerson/{GUARDIAN}")
-            add("dr.cole", "staff", "physician", "Practitioner/msg-dr-pcm", ORG_A)
-            add("desk.alpha", "staff", "front_desk", "Practitioner/msg-desk", ORG_A)
             repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
             related = repo.read("RelatedPerson", GUARDIAN).parsed()
             related["identifier"][0]["value"] = guardian
@@ -158,7 +149,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, definitions: Definitions) -> 
 
 def _send(site: Site, username: str = "pat.example", **fields: str) -> str:
     browser = site.browser(username)
-    token = _csrf(browser.get("/portal/messages/new").text)
+    token = csrf_from(browser.get("/portal/messages/new").text)
     data = {"csrf_token": token, "to": f"CareTeam/{TEAM}", "subject": "Refill question", "body": "Hello"}
     data.update(fields)
     response = browser.post("/portal/messages/new", data)
@@ -184,7 +175,7 @@ def test_patient_writes_staff_reply_and_the_patient_sees_it(site: Site) -> None:
     response = patient.post(
         "/portal/messages/new",
         {
-            "csrf_token": _csrf(page),
+            "csrf_token": csrf_from(page),
             "to": f"CareTeam/{TEAM}",
             "subject": "Blood pressure log",
             "body": "Here is my log.\nReadings are high in the morning.",
@@ -218,7 +209,7 @@ def test_patient_writes_staff_reply_and_the_patient_sees_it(site: Site) -> None:
     assert download.headers["content-disposition"].startswith('attachment; filename="bp log.pdf"')
     assert download.headers["x-content-type-options"] == "nosniff"
 
-    token = _csrf(opened)
+    token = csrf_from(opened)
     assert doctor.post(f"/workspace/inbox/{thread}/assign", {"csrf_token": token}).status_code == 303
     assigned = doctor.get(f"/workspace/inbox/{thread}").text
     assert "Assign to me" not in assigned and "Dr. Paula Cole" in assigned
@@ -240,19 +231,21 @@ def test_patient_writes_staff_reply_and_the_patient_sees_it(site: Site) -> None:
     assert [n.subject for n in notices] == ["You have a new message in the Garrison portal"]
 
     # Closing: the patient sees it is closed and can no longer reply.
-    token = _csrf(staff_view)
+    token = csrf_from(staff_view)
     closed = doctor.post(f"/workspace/inbox/{thread}/close", {"csrf_token": token})
     assert closed.status_code == 303 and closed.headers["location"] == "/workspace/inbox?closed=1"
     after = patient.get(f"/portal/messages/{thread}").text
     assert "This conversation is closed" in after and f"/portal/messages/{thread}/reply" not in after
-    late = patient.post(f"/portal/messages/{thread}/reply", {"csrf_token": _csrf(after), "body": "One more"})
+    late = patient.post(
+        f"/portal/messages/{thread}/reply", {"csrf_token": csrf_from(after), "body": "One more"}
+    )
     assert late.status_code == 409 and "closed" in late.text
 
 
 def test_the_compose_page_shows_each_problem_and_keeps_the_text(site: Site) -> None:
     patient = site.browser("pat.example")
     before = site.count("Communication"), site.count("Binary")
-    token = _csrf(patient.get("/portal/messages/new").text)
+    token = csrf_from(patient.get("/portal/messages/new").text)
     response = patient.post(
         "/portal/messages/new",
         {
@@ -305,7 +298,7 @@ def test_another_patient_cannot_open_or_download(site: Site) -> None:
     assert other.get(f"/portal/messages/{thread}").status_code == 404
     assert other.get(f"/portal/messages/{thread}/files/{thread}/0").status_code == 404
     assert thread not in other.get("/portal/messages").text
-    token = _csrf(other.get("/portal/messages/new").text)
+    token = csrf_from(other.get("/portal/messages/new").text)
     hijack = other.post(f"/portal/messages/{thread}/reply", {"csrf_token": token, "body": "mine now"})
     assert hijack.status_code == 404
 

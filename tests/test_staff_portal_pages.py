@@ -29,7 +29,7 @@ from garrison.db.engine import read_transaction, write_transaction
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
-from garrison.identity import accounts, activation, totp
+from garrison.identity import activation, totp
 from garrison.notifications import outbox
 from garrison.portal.tables import result_release
 from garrison.settings import Settings
@@ -41,7 +41,9 @@ from tests.identity_fixtures import (
     Served,
     audit_rows,
     cheap_password_hashing,
+    csrf_from,
     identity_settings,
+    make_account,
 )
 
 FACILITY, ELSEWHERE = "sp-facility", "sp-elsewhere"
@@ -50,7 +52,6 @@ ADULT, NEWCOMER, CHILD, NO_ID, AWAY = "sp-adult", "sp-newcomer", "sp-child", "sp
 EMAIL = "staff-portal-test@example.test"
 NEWCOMER_EDIPI, NEWCOMER_BORN = "1234509876", "1990-04-02"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _TASK = re.compile(r"/portal/prescriptions/requests/([A-Za-z0-9\-.]+)")
 
 
@@ -86,12 +87,6 @@ class Site:
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         with read_transaction(self.engine) as connection:
             return self.system(connection).read(resource_type, resource_id).parsed()
-
-
-def _csrf(page: str) -> str:
-    found = _CSRF.search(page)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
 
 
 def _text(page: str) -> str:
@@ -251,29 +246,19 @@ def site(
     settings = identity_settings(backend_engine, data_dir=data_dir)
     ids = _build(backend_engine, definitions, settings)
     secrets: dict[str, str] = {}
-    with cheap_password_hashing(), write_transaction(backend_engine) as connection:
-
-        def add(username: str, kind: str, role: str, fhir_user: str, facility: str | None = None) -> None:
-            account = accounts.create_account(
-                connection,
-                username=username,
-                kind=kind,  # type: ignore[arg-type]
-                role=role,
-                display_name=username.replace(".", " ").title(),
-                fhir_user=fhir_user,
-                facility=facility,
-                password=PASSWORD,
-                actor="system/tests",
-                actor_role="system",
+    with cheap_password_hashing():
+        for username, kind, role, fhir_user, facility in (
+            ("avery.patient", "patient", "patient", f"Patient/{ADULT}", None),
+            ("dr.reyes", "staff", "physician", "Practitioner/sp-doc", FACILITY),
+            ("ph.kim", "staff", "pharmacist", "Practitioner/sp-pharm", FACILITY),
+            ("desk.ortiz", "staff", "front_desk", "Practitioner/sp-desk", FACILITY),
+            ("an.lee", "staff", "analyst", "Practitioner/sp-analyst", FACILITY),
+        ):
+            _, secret = make_account(
+                backend_engine, username, kind=kind, role=role, fhir_user=fhir_user, facility=facility
             )
-            if kind == "staff":
-                secrets[username] = accounts.enable_totp(connection, account.id).secret
-
-        add("avery.patient", "patient", "patient", f"Patient/{ADULT}")
-        add("dr.reyes", "staff", "physician", "Practitioner/sp-doc", FACILITY)
-        add("ph.kim", "staff", "pharmacist", "Practitioner/sp-pharm", FACILITY)
-        add("desk.ortiz", "staff", "front_desk", "Practitioner/sp-desk", FACILITY)
-        add("an.lee", "staff", "analyst", "Practitioner/sp-analyst", FACILITY)
+            if secret is not None:
+                secrets[username] = secret
     served = Served(create_app(settings))
     served.start()
     state = Site(backend_engine, definitions, settings, served, ids, secrets)
@@ -315,7 +300,7 @@ def test_a_physician_releases_a_held_genetic_report_and_the_patient_then_sees_it
     forged = doctor.post(action, {"csrf_token": "not-the-token"})
     assert forged.status_code == 403
     assert patient.get(document).status_code == 404
-    released = doctor.post(action, {"csrf_token": _csrf(page)})
+    released = doctor.post(action, {"csrf_token": csrf_from(page)})
     assert (
         released.status_code == 303 and released.headers["location"] == "/workspace/results/held?released=1"
     )
@@ -324,7 +309,7 @@ def test_a_physician_releases_a_held_genetic_report_and_the_patient_then_sees_it
 
     shown = patient.get(document)
     assert shown.status_code == 200 and "No variants found." in shown.text
-    again = doctor.post(action, {"csrf_token": _csrf(page)})
+    again = doctor.post(action, {"csrf_token": csrf_from(page)})
     assert again.headers["location"] == "/workspace/results/held?released=0"
     assert any(
         row.patient == ADULT and f"DiagnosticReport/{report}" in row.entities
@@ -335,7 +320,7 @@ def test_a_physician_releases_a_held_genetic_report_and_the_patient_then_sees_it
 
 def test_held_results_refuse_other_roles_and_junk(site: Site) -> None:
     doctor = site.browser("dr.reyes")
-    token = _csrf(doctor.get("/workspace/results/held").text)
+    token = csrf_from(doctor.get("/workspace/results/held").text)
     for path in (
         f"/workspace/results/Patient/{ADULT}/release",  # not a result type
         "/workspace/results/Observation/no-such-result/release",
@@ -352,7 +337,7 @@ def test_held_results_refuse_other_roles_and_junk(site: Site) -> None:
         assert 'href="/workspace/results/held"' not in refused.text  # not offered in the navigation
         post = browser.post(
             f"/workspace/results/DiagnosticReport/{site.ids['away_report']}/release",
-            {"csrf_token": _csrf(refused.text)},
+            {"csrf_token": csrf_from(refused.text)},
         )
         assert post.status_code == 403
     with read_transaction(site.engine) as connection:
@@ -372,7 +357,7 @@ def _request_refill(site: Site, medication: str) -> str:
     sent = patient.post(
         f"/portal/prescriptions/{medication}/request",
         {
-            "csrf_token": _csrf(form.text),
+            "csrf_token": csrf_from(form.text),
             "kind": "refill",
             "pharmacy": f"HealthcareService/{PHARMACY}",
             "note": "Running low",
@@ -400,7 +385,7 @@ def test_a_refill_request_is_turned_down_with_a_reason_and_the_patient_is_told(s
     detail = pharmacist.get(f"/workspace/refills/{task_id}")
     assert detail.status_code == 200
     assert "Running low" in detail.text and "3 of 3 left" in _text(detail.text)
-    token = _csrf(detail.text)
+    token = csrf_from(detail.text)
     missing = pharmacist.post(f"/workspace/refills/{task_id}/reject", {"csrf_token": token, "reason": "  "})
     assert missing.status_code == 400
     assert 'href="#f-reason"' in missing.text and 'aria-invalid="true"' in missing.text
@@ -432,7 +417,7 @@ def test_a_refill_request_is_accepted_then_filled(site: Site) -> None:
     task_id = _request_refill(site, site.ids["filled_med"])
     doctor = site.browser("dr.reyes")
     detail = doctor.get(f"/workspace/refills/{task_id}")
-    token = _csrf(detail.text)
+    token = csrf_from(detail.text)
     accepted = doctor.post(f"/workspace/refills/{task_id}/accept", {"csrf_token": token})
     assert accepted.status_code == 303
     page = doctor.get(accepted.headers["location"]).text
@@ -451,7 +436,7 @@ def test_a_refill_request_is_accepted_then_filled(site: Site) -> None:
 
 def test_the_queue_refuses_other_roles_and_junk(site: Site) -> None:
     pharmacist = site.browser("ph.kim")
-    token = _csrf(pharmacist.get("/workspace/refills").text)
+    token = csrf_from(pharmacist.get("/workspace/refills").text)
     for path in (
         "/workspace/refills/no-such-task",
         f"/workspace/refills/{site.ids['other_task']}",  # a Task, but not a prescription request
@@ -474,7 +459,7 @@ def test_an_activation_code_from_the_workspace_works_at_portal_activate(site: Si
     assert record.status_code == 200 and "Portal access" in record.text
     action = f"/workspace/patients/{NEWCOMER}/activation-code"
     assert f'action="{action}"' in record.text
-    issued = desk.post(action, {"csrf_token": _csrf(record.text)})
+    issued = desk.post(action, {"csrf_token": csrf_from(record.text)})
     assert issued.status_code == 200, issued.text
     assert issued.headers["cache-control"] == "no-store"
     found = re.search(r'<p class="activation-code">([A-Z2-9]{5}-[A-Z2-9]{5})</p>', issued.text)
@@ -489,7 +474,7 @@ def test_an_activation_code_from_the_workspace_works_at_portal_activate(site: Si
     checked = visitor.post(
         "/portal/activate",
         {
-            "csrf_token": _csrf(form.text),
+            "csrf_token": csrf_from(form.text),
             "edipi": NEWCOMER_EDIPI,
             "birth_date": NEWCOMER_BORN,
             "code": found.group(1).lower(),
@@ -502,7 +487,7 @@ def test_an_activation_code_from_the_workspace_works_at_portal_activate(site: Si
 
 def test_activation_refusals_show_the_reason(site: Site) -> None:
     doctor = site.browser("dr.reyes")  # clinical staff may give codes too
-    token = _csrf(doctor.get(f"/workspace/patients/{CHILD}").text)
+    token = csrf_from(doctor.get(f"/workspace/patients/{CHILD}").text)
     for patient_id, reason in (
         (CHILD, "Children under 13 use the portal through a parent or guardian"),
         (NO_ID, "This record has no DoD ID"),
@@ -523,6 +508,6 @@ def test_activation_refusals_show_the_reason(site: Site) -> None:
     record = pharmacist.get(f"/workspace/patients/{NEWCOMER}")
     assert record.status_code == 200 and "Portal access" not in record.text
     refused = pharmacist.post(
-        f"/workspace/patients/{NEWCOMER}/activation-code", {"csrf_token": _csrf(record.text)}
+        f"/workspace/patients/{NEWCOMER}/activation-code", {"csrf_token": csrf_from(record.text)}
     )
     assert refused.status_code == 403 and "front desk" in refused.text

@@ -140,10 +140,8 @@ def load_session(conn: Connection, token: str, *, touch: bool = True) -> Session
 
     With `touch`, the request counts as activity (needs a write transaction).
     """
-    if not token or len(token) > 128:
-        return None
-    row = conn.execute(select(web_session).where(web_session.c.token_sha256 == token_digest(token))).first()
-    if row is None or row.ended is not None:
+    row = _open_row(conn, token)
+    if row is None:
         return None
     session = _live(conn, row)
     if session is not None and touch and clock.now() - session.last_seen >= _TOUCH_EVERY:
@@ -156,10 +154,8 @@ def read_session(conn: Connection, token: str) -> tuple[Session | None, bool]:
     """What `load_session` would answer, without writing: the live session, and whether
     `load_session` must still run in a write transaction (the session ends now, or its activity
     is due to be recorded). Most requests need no write, so they need not wait for the write lock."""
-    if not token or len(token) > 128:
-        return None, False
-    row = conn.execute(select(web_session).where(web_session.c.token_sha256 == token_digest(token))).first()
-    if row is None or row.ended is not None:
+    row = _open_row(conn, token)
+    if row is None:
         return None, False
     session, ending = _checked(conn, row)
     if ending is not None:
@@ -225,6 +221,14 @@ def end_account_sessions(conn: Connection, account_id: str, *, reason: str, sour
         select(web_session.c.id).where(web_session.c.account_id == account_id, web_session.c.ended.is_(None))
     ).scalars()
     return sum(end_session(conn, session_id, reason=reason, source=source) for session_id in list(ids))
+
+
+def _open_row(conn: Connection, token: str) -> Any:
+    """The not-yet-ended session row this token proves, if any."""
+    if not token or len(token) > 128:
+        return None
+    row = conn.execute(select(web_session).where(web_session.c.token_sha256 == token_digest(token))).first()
+    return None if row is None or row.ended is not None else row
 
 
 def _live(conn: Connection, row: Any) -> Session | None:
