@@ -235,9 +235,6 @@ class Browser:
         return self.get("/whoami")
 
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
 def csrf_from(page: str) -> str:
     """The CSRF token of a page's form."""
     found = _CSRF.search(page)

@@ -24,10 +24,10 @@ from garrison.fhir.repository import Repository
 from garrison.identity import accounts
 from garrison.messaging.model import UNROUTED_QUEUE
 from garrison.settings import Settings
-from tests.identity_fixtures import PASSWORD, cheap_password_hashing
+from tests.identity_fixtures import PASSWORD, cheap_password_hashing, csrf_from
 from tests.test_messaging import HS_MENTAL, ORG_GONE, TEAM
 from tests.test_messaging_adolescent import PARENT, TEEN, family_bodies
-from tests.test_messaging_pages import Site, _csrf, _send, site
+from tests.test_messaging_pages import Site, _send, site
 
 __all__ = ["site"]  # the module-scoped app with the messaging world and its accounts
 
@@ -81,7 +81,7 @@ def test_a_physician_moves_a_message_out_of_the_unrouted_queue(site: Site) -> No
     assert "Emergency" not in page and 'name="from" value="unrouted:"' in page
     assert f"held in the {UNROUTED_QUEUE} queue" in page  # the history's first line
 
-    token = _csrf(page)
+    token = csrf_from(page)
     # Without a choice, or with one that is not offered, nothing moves.
     for wrong in ("", "CareTeam/msg-other-team"):
         refused = doctor.post(f"/workspace/inbox/{thread}/move", {"csrf_token": token, "to": wrong})
@@ -117,7 +117,7 @@ def test_a_physician_moves_a_message_out_of_the_unrouted_queue(site: Site) -> No
 def test_staff_reopen_and_the_patient_follows_up_a_closed_conversation(site: Site) -> None:
     thread = _send(site, subject="Knee pain")
     doctor = site.browser("dr.cole")
-    token = _csrf(doctor.get(f"/workspace/inbox/{thread}").text)
+    token = csrf_from(doctor.get(f"/workspace/inbox/{thread}").text)
     assert doctor.post(f"/workspace/inbox/{thread}/close", {"csrf_token": token}).status_code == 303
     closed = doctor.get(f"/workspace/inbox/{thread}").text
     assert f'action="/workspace/inbox/{thread}/reopen"' in closed and "/move" not in closed
@@ -134,7 +134,7 @@ def test_staff_reopen_and_the_patient_follows_up_a_closed_conversation(site: Sit
     seen = patient.get(f"/portal/messages/{thread}").text
     assert f'action="/portal/messages/{thread}/follow-up"' in seen
     assert 'value="Follow-up: Knee pain"' in seen and "is addressed to Alpha primary care team" in seen
-    ptoken = _csrf(seen)
+    ptoken = csrf_from(seen)
     empty = patient.post(
         f"/portal/messages/{thread}/follow-up", {"csrf_token": ptoken, "subject": "Follow-up: Knee pain"}
     )
@@ -162,7 +162,7 @@ def test_staff_reopen_and_the_patient_follows_up_a_closed_conversation(site: Sit
 def test_a_teenagers_conversation_is_not_in_the_parents_portal(teen_site: Site) -> None:
     site = teen_site
     teen = site.browser("taylor.teen")
-    token = _csrf(teen.get("/portal/messages/new").text)
+    token = csrf_from(teen.get("/portal/messages/new").text)
     response = teen.post(
         "/portal/messages/new",
         {"csrf_token": token, "to": "CareTeam/msg-teen-team", "subject": "Something private", "body": "Hi"},
