@@ -100,10 +100,13 @@ def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) 
     return digest.hexdigest()
 
 
+_TAIL = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT = insert(audit_log)
+
+
 def chain_tail(connection: Connection) -> tuple[int, str]:
     """(seq, hash) of the last row, or (0, GENESIS) for an empty log."""
-    c = audit_log.c
-    row = connection.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+    row = connection.execute(_TAIL).first()
     return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
 
 
@@ -126,7 +129,7 @@ def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]])
         row = {**fields, "seq": seq, "prev_hash": prev}
         row["hash"] = prev = row_hash(row, row["prev_hash"])
         rows.append(row)
-    connection.execute(insert(audit_log), rows)
+    connection.execute(_INSERT, rows)
     return (first, seq)
 
 

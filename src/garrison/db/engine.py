@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,38 @@ def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def _writer_lock_path(engine: Engine) -> str | None:
+    """The file that queues writers of a SQLite database file (beside its -wal and -shm)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    return f"{database}-writer" if database and database != ":memory:" else None
+
+
+@contextmanager
+def _writer_turn(path: str) -> Iterator[None]:
+    """Wait for this SQLite database's write turn on an OS file lock, held until after COMMIT.
+
+    SQLite itself makes a writer that finds the write lock taken sleep and retry (its busy
+    handler backs off 1, 2, 5, 10 ... 100 ms), so writers in different worker processes wait
+    far longer than the transaction they wait for; under load that was most of a read's
+    latency (its audit record is a small write). A blocking `flock` wakes the next writer the
+    moment the lock is released. Writers that do not take it (another program, say) still
+    meet SQLite's busy timeout, so correctness never depends on it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-write transaction; commits on success, rolls back on any exception."""
-    with engine.connect() as plain:
+    lock_path = _writer_lock_path(engine)
+    with _writer_turn(lock_path) if lock_path else nullcontext(), engine.connect() as plain:
         connection = plain.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection

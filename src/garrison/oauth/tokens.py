@@ -17,7 +17,7 @@ from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from sqlalchemy import ColumnElement, Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, select, update
 
 from garrison import clock
 from garrison.oauth import events
@@ -239,6 +239,14 @@ def _time_claim(claims: dict[str, Any], name: str) -> datetime:
         raise InvalidAccessToken(f"claim {name} is missing or not a time") from error
 
 
+# Built once (every API request runs it): no statement building or cache-key walk per request.
+_TOKEN_ROW = (
+    select(oauth_token, oauth_client.c.disabled)
+    .join(oauth_client, oauth_client.c.client_id == oauth_token.c.client_id)
+    .where(oauth_token.c.jti == bindparam("jti"))
+)
+
+
 def validate_access_token(conn: Connection, token: str, settings: Settings) -> AccessTokenClaims:
     """Check everything about a bearer token and return its claims; raise InvalidAccessToken
     (a 401 `garrison.errors.Unauthorized`) for anything wrong: format, algorithm, key (unknown,
@@ -271,11 +279,7 @@ def validate_access_token(conn: Connection, token: str, settings: Settings) -> A
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise InvalidAccessToken("claim scope is not a string")
-    row = conn.execute(
-        select(oauth_token, oauth_client.c.disabled)
-        .join(oauth_client, oauth_client.c.client_id == oauth_token.c.client_id)
-        .where(oauth_token.c.jti == jti)
-    ).first()
+    row = conn.execute(_TOKEN_ROW, {"jti": jti}).first()
     if row is None:
         raise InvalidAccessToken("unknown token id")
     if row.revoked is not None:

@@ -122,16 +122,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
+            # The API first: routes are tried in order, and FHIR clients make most requests.
+            # The OAuth routes come before the FHIR catch-all for /fhir/.well-known/smart-configuration.
+            *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
+            Route("/fhir", fhir_api.__call__, methods=_METHODS),
+            Route("/fhir/{path:path}", fhir_api.__call__, methods=_METHODS),
             Route("/", landing, methods=["GET"]),
             *signin_routes(settings, engine, landing_by_kind={"patient": "/portal", "proxy": "/portal"}),
             *workspace_routes(settings, engine, definitions, audit),
             *portal_routes(settings, engine, definitions, audit),
             *inbox_routes(settings, engine, definitions, audit),
             *staff_portal_routes(settings, engine, definitions, audit),
-            # Before the FHIR catch-all: /fhir/.well-known/smart-configuration lives here.
-            *oauth_routes(settings, engine, _oauth_user(engine, definitions, settings)),
-            Route("/fhir", fhir_api.__call__, methods=_METHODS),
-            Route("/fhir/{path:path}", fhir_api.__call__, methods=_METHODS),
         ],
         middleware=[
             Middleware(ServerTimingMiddleware),
