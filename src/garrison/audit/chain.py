@@ -113,7 +113,10 @@ def chain_tail(connection: Connection) -> tuple[int, str]:
 def lock_chain(connection: Connection) -> None:
     """Serialise chain writers until the caller's transaction ends (PostgreSQL; SQLite has one writer)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"))
+        connection.execute(_LOCK)
+
+
+_LOCK = text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
 
 
 def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 _WRITE_OPTION = "garrison_write"
 
@@ -32,14 +34,46 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     # Search SQL is skewed per value (one patient vs all): PostgreSQL's generic plans for
     # prepared statements scan whole indexes, so plan each execution for its parameters.
-    return create_engine(
+    engine = create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=20,
-        pool_pre_ping=True,
         hide_parameters=True,
         connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection unused for this long is checked with a ping before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection at checkout only when it has sat idle for a while.
+
+    `pool_pre_ping` pings on every checkout: a round trip per transaction, two per API read
+    (the read and its audit). A connection returned moments ago is as good as the ping would
+    say, so only idle ones are pinged; a dead one is replaced before anyone uses it (raising
+    DisconnectionError makes the pool discard it and try another connection). A server restart
+    within the idle window can still fail the one request that meets the dead connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["garrison_returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("garrison_returned")
+        if returned is None or time.monotonic() - returned < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as error:  # any failure means the connection is unusable
+            raise DisconnectionError("the pooled connection is gone") from error
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,16 +1,22 @@
-"""SQLite writers queue on an OS file lock before BEGIN IMMEDIATE (`garrison.db.engine`), so a
-writer waiting for another is woken when the first commits instead of sleeping in SQLite's busy
-handler. These tests check the queue's behaviour, not its speed."""
+"""How `garrison.db.engine` hands out connections and write turns: SQLite writers queue on an OS
+file lock before BEGIN IMMEDIATE, so a writer waiting for another is woken when the first commits
+instead of sleeping in SQLite's busy handler; pooled PostgreSQL connections are pinged only after
+sitting idle. These tests check behaviour, not speed."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
+from garrison.db import engine as engine_module
 from garrison.db.engine import make_engine, write_transaction
+from tests.conftest import BACKENDS
+from tests.pg_cluster import PgCluster
 
 
 def _create(path: Path) -> None:
@@ -112,3 +118,29 @@ def test_writers_in_several_processes_all_commit(tmp_path: Path) -> None:
         values = connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars().all()
     engine.dispose()
     assert values == list(range(1, 121))
+
+
+def test_postgres_idle_connection_is_pinged_and_replaced(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pooled PostgreSQL connections are pinged only after sitting idle (not on every checkout);
+    # one whose server process is gone is then replaced before a request can meet it.
+    if "postgresql" not in BACKENDS:
+        pytest.skip("GARRISON_TEST_BACKENDS leaves PostgreSQL out of this local run")
+    pg_cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    url = pg_cluster.create_database(f"garrison_idle_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+    engine = make_engine(url, pool_size=1)
+    admin = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            first = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            connection.commit()
+        monkeypatch.setattr(engine_module, "IDLE_PING_SECONDS", 0.0)
+        with engine.connect() as connection:
+            second = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert second is not None and second != first
+    finally:
+        engine.dispose()
+        admin.dispose()
