@@ -2,9 +2,12 @@
 
 A read must be audited before its data is returned (write-ahead, checklist U1), but a read has no
 write transaction of its own, and giving each one a full write transaction would serialise every
-read behind the single chain writer. `AuditSink.record` hands the records to one background thread
-and blocks; the thread writes everything waiting in one transaction (one tail read, one INSERT,
-one commit) and then wakes all those callers. Under load many reads share each commit.
+read behind the single chain writer. `AuditSink.record` queues the records and blocks until they
+are committed. Callers take turns as the writer (leader/follower group commit, as databases do
+for their own logs): a caller that finds no write in progress writes everything waiting in one
+transaction (one tail read, one INSERT, one commit) and wakes those callers; callers that arrive
+during a write wait, and the first of them writes the next batch. Under load many reads share
+each commit, and an uncontended read writes its own without handing over to another thread.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class AuditSinkClosed(RuntimeError):
 @dataclass(slots=True)
 class _Pending:
     rows: list[Mapping[str, Any]]
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    written: bool = False  # committed, or failed with `error`
+    lead: bool = False  # handed the writer's turn: write the next batch
     error: BaseException | None = None
 
 
@@ -39,13 +44,12 @@ class AuditSink:
         self._engine = engine
         self._max_batch_rows = max_batch_rows
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # notified when a writer's turn ends
         self._queue: list[_Pending] = []
+        self._writing = False  # a caller is writing a batch
         self._closing = False
         self.commits = 0  # transactions written (for tests and metrics)
-        self.taken = 0  # `record` calls the writer has picked up (for tests and metrics)
-        self._thread = threading.Thread(target=self._run, name="garrison-audit-sink", daemon=True)
-        self._thread.start()
+        self.taken = 0  # `record` calls a writer has picked up (for tests and metrics)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         """Append `records` to the chain; return once they are committed, or raise why not."""
@@ -53,27 +57,34 @@ class AuditSink:
             return
         # Encode here, so a malformed record fails its own caller and never a shared batch.
         pending = _Pending([encode_record(r) for r in records])
-        with self._wakeup:
+        with self._lock:
             if self._closing:
                 raise AuditSinkClosed("the audit sink is closed")
             self._queue.append(pending)
-            self._wakeup.notify()
-        pending.done.wait()
+            pending.lead = not self._writing
+            self._writing = True
+        while not pending.written:
+            if pending.lead:
+                pending.lead = False
+                self._write_turn()
+            else:
+                pending.wake.wait()
+                pending.wake.clear()
         if pending.error is not None:
             raise pending.error
 
     @property
     def queued(self) -> int:
-        """How many `record` calls are waiting for the writer (for tests and metrics)."""
+        """How many `record` calls are waiting for a writer (for tests and metrics)."""
         with self._lock:
             return len(self._queue)
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer thread. Idempotent."""
-        with self._wakeup:
+        """Refuse new records and wait for the batches being written. Idempotent."""
+        with self._idle:
             self._closing = True
-            self._wakeup.notify()
-        self._thread.join()
+            while self._writing:
+                self._idle.wait()
 
     def __enter__(self) -> AuditSink:
         return self
@@ -83,12 +94,8 @@ class AuditSink:
 
     # ------------------------------------------------------------------------------ writer
 
-    def _take_batch(self) -> list[_Pending] | None:
-        with self._wakeup:
-            while not self._queue and not self._closing:
-                self._wakeup.wait()
-            if not self._queue:
-                return None  # closing, nothing left
+    def _take_batch(self) -> list[_Pending]:
+        with self._lock:
             batch: list[_Pending] = []
             rows = 0
             while self._queue and (not batch or rows + len(self._queue[0].rows) <= self._max_batch_rows):
@@ -98,25 +105,35 @@ class AuditSink:
             self.taken += len(batch)
             return batch
 
+    def _write_turn(self) -> None:
+        """Write one batch (the turn-taker's own records are in it), then pass the turn on."""
+        batch = self._take_batch()
+        try:
+            self._write(batch)
+        except BaseException as error:  # every waiting caller must learn why, whatever it was
+            if len(batch) == 1:
+                batch[0].error = error
+            else:
+                # Retry one by one, so only the caller whose records cannot be written fails.
+                for item in batch:
+                    try:
+                        self._write([item])
+                    except BaseException as single:
+                        item.error = single
+        finally:
+            with self._lock:
+                for item in batch:
+                    item.written = True
+                    item.wake.set()
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._writing = False
+                    self._idle.notify_all()
+
     def _write(self, batch: list[_Pending]) -> None:
         with write_transaction(self._engine) as connection:
             append_encoded(connection, [row for item in batch for row in item.rows])
         self.commits += 1
-
-    def _run(self) -> None:
-        while (batch := self._take_batch()) is not None:
-            try:
-                self._write(batch)
-            except BaseException as error:  # every waiting caller must learn why, whatever it was
-                if len(batch) == 1:
-                    batch[0].error = error
-                else:
-                    # Retry one by one, so only the caller whose records cannot be written fails.
-                    for item in batch:
-                        try:
-                            self._write([item])
-                        except BaseException as single:
-                            item.error = single
-            finally:
-                for item in batch:
-                    item.done.set()
