@@ -92,6 +92,31 @@ def test_a_failed_writer_gives_up_its_turn(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_the_turn_ends_with_the_commit_not_the_block(tmp_path: Path) -> None:
+    # A connection that commits inside write_transaction (as tests and bulk jobs do) lets the
+    # next writer in at once, as SQLite's own lock does; the turn is not held to the block's end.
+    path = tmp_path / "turns.sqlite3"
+    _create(path)
+    engine = make_engine(f"sqlite:///{path}")
+    other_done = threading.Event()
+
+    def other_writer() -> None:
+        with write_transaction(engine) as connection:
+            connection.execute(text("INSERT INTO turn VALUES (2)"))
+        other_done.set()
+
+    with write_transaction(engine) as connection:
+        connection.execute(text("INSERT INTO turn VALUES (1)"))
+        connection.commit()
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert other_done.wait(20), "the committed writer still held the turn"
+        thread.join()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars().all() == [1, 2]
+    engine.dispose()
+
+
 def _count_writes(path: str, rounds: int) -> None:
     engine = make_engine(f"sqlite:///{path}")
     for _ in range(rounds):

@@ -6,7 +6,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,50 +89,95 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
+    turns = _WriterTurns(engine)
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A writer takes the write lock up front: a deferred transaction that upgrades later
         # can fail with SQLITE_BUSY no matter how long the busy timeout is.
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not connection.get_execution_options().get(_WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        turns.take(connection.connection)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.give_up(connection.connection)
+            raise
+
+
+class _WriterTurns:
+    """Queues the writers of one SQLite database file on an OS file lock (`flock`), held from
+    just before BEGIN IMMEDIATE until just after COMMIT or ROLLBACK: as long as SQLite's own
+    write lock.
+
+    SQLite makes a writer that finds the write lock taken sleep and retry (its busy handler
+    backs off 1, 2, 5, 10 ... 100 ms), so writers in different worker processes waited far
+    longer than the transactions they waited for; under load that was most of a read's latency
+    (its audit record is a small write). A blocking `flock` wakes the next writer the moment
+    the lock is released. Writers that do not take it (another program) still meet SQLite's
+    busy timeout, so correctness never depends on it. In-memory databases have no file to lock.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database
+        self.path = f"{database}-writer" if database and database != ":memory:" else None
+        self._held: dict[int, int] = {}  # id(sqlite3 connection) -> descriptor holding the turn
+        if self.path is None:
+            return
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self.give_up(dbapi_connection)
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self.give_up(dbapi_connection)
+
+        # The dialect's COMMIT and ROLLBACK are where SQLite's write lock ends; SQLAlchemy's
+        # commit/rollback events fire before them, which would wake the next writer too early.
+        setattr(dialect, "do_commit", do_commit)  # noqa: B010 (this engine's dialect instance only)
+        setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
+        event.listen(engine, "close", lambda dbapi_connection, _record: self.give_up(dbapi_connection))
+
+    def take(self, connection: Any) -> None:
+        key = _sqlite3_id(connection)
+        if self.path is None or key in self._held:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held[key] = fd
+
+    def give_up(self, connection: Any) -> None:
+        fd = self._held.pop(_sqlite3_id(connection), None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _sqlite3_id(connection: Any) -> int:
+    """The identity of the sqlite3 connection behind a pool proxy (SQLAlchemy hands the dialect
+    either the proxy or the sqlite3 connection itself)."""
+    return id(getattr(connection, "dbapi_connection", connection))
 
 
 def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def _writer_lock_path(engine: Engine) -> str | None:
-    """The file that queues writers of a SQLite database file (beside its -wal and -shm)."""
-    if engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    return f"{database}-writer" if database and database != ":memory:" else None
-
-
-@contextmanager
-def _writer_turn(path: str) -> Iterator[None]:
-    """Wait for this SQLite database's write turn on an OS file lock, held until after COMMIT.
-
-    SQLite itself makes a writer that finds the write lock taken sleep and retry (its busy
-    handler backs off 1, 2, 5, 10 ... 100 ms), so writers in different worker processes wait
-    far longer than the transaction they wait for; under load that was most of a read's
-    latency (its audit record is a small write). A blocking `flock` wakes the next writer the
-    moment the lock is released. Writers that do not take it (another program, say) still
-    meet SQLite's busy timeout, so correctness never depends on it.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-write transaction; commits on success, rolls back on any exception."""
-    lock_path = _writer_lock_path(engine)
-    with _writer_turn(lock_path) if lock_path else nullcontext(), engine.connect() as plain:
+    with engine.connect() as plain:
         connection = plain.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection

@@ -12,11 +12,14 @@ parameter share a `grp` so that composite searches can require components to co-
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import (
     DDL,
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Float,
     Index,
     Integer,
@@ -166,6 +169,25 @@ search_uri = _index_table(
     Column("value", Text, nullable=False),
     lookup=("value", "resource_id"),
 )
+
+# One row (id 1). Every write that changes a Consent sets `stamp` to a fresh random value in its
+# own transaction, so a server process that compiled the Consents under one stamp knows they are
+# still current while the stamp is unchanged (garrison.fhir.authz.consent_rules). Random rather
+# than a counter: a stamp read inside a transaction that later rolls back is never seen again.
+consent_generation = Table(
+    "consent_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("stamp", String(32), nullable=False),
+)
+CONSENT_GENERATION_ROW = 1
+
+
+@event.listens_for(consent_generation, "after_create")
+def _seed_consent_generation(target: Table, connection: Connection, **_: object) -> None:
+    # Migration 0016 inserts the same row for migrated databases.
+    connection.execute(target.insert().values(id=CONSENT_GENERATION_ROW, stamp=secrets.token_hex(16)))
+
 
 INDEX_TABLES: dict[str, Table] = {
     "string": search_string,

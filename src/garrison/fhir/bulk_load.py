@@ -26,6 +26,7 @@ from garrison.db.engine import is_postgres, make_engine, write_transaction
 from garrison.db.schema import INDEX_TABLES, metadata, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
@@ -103,6 +104,11 @@ def load_chunk(engine: Engine, definitions: Definitions, settings: Settings, chu
             fresh, rest = _split_fresh(connection, prepared, parsed)
             _insert_first_versions(connection, fresh)
             _update_existing(connection, definitions, settings, rest)
+            if any(p.stored.resource_type == "Consent" for p in fresh):
+                # In this transaction (see consent_rules), and last: nothing here reads Consents,
+                # and on PostgreSQL the row lock it takes is then never held while waiting for
+                # another worker's rows.
+                bump_consent_generation(connection)
     except IntegrityError:
         # Another worker created one of these ids meanwhile: redo this chunk the slow, safe way.
         with write_transaction(engine) as connection:

@@ -40,6 +40,7 @@ from garrison.errors import (
 )
 from garrison.fhir.access import AccessContext
 from garrison.fhir.audit_trail import write_record
+from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.authz.guard import Guard
 from garrison.fhir.authz.labels import compartment_patients, security_labels
 from garrison.fhir.authz.policy import Interaction
@@ -57,6 +58,11 @@ _RESOURCE_COLUMNS = (
     resource.c.last_updated,
     resource.c.deleted,
     resource.c.content,
+)
+# Built once with bind parameters: the hottest statement of the API skips statement building and
+# SQLAlchemy's cache-key walk on every request.
+_CURRENT_ROW = select(*_RESOURCE_COLUMNS).where(
+    resource.c.resource_type == bindparam("resource_type"), resource.c.id == bindparam("resource_id")
 )
 
 
@@ -153,9 +159,7 @@ class Repository:
         """The current version (possibly a tombstone), or None if it never existed."""
         self.flush()
         row = self.connection.execute(
-            select(*_RESOURCE_COLUMNS).where(
-                resource.c.resource_type == resource_type, resource.c.id == resource_id
-            )
+            _CURRENT_ROW, {"resource_type": resource_type, "resource_id": resource_id}
         ).first()
         return StoredResource(*row) if row else None
 
@@ -497,6 +501,8 @@ class Repository:
             "deleted": stored.deleted,
             "content": stored.content,
         }
+        if stored.resource_type == "Consent":
+            bump_consent_generation(self.connection)  # in this transaction (see consent_rules)
         if previous is None and pending.insert_current and self._buffer is not None:
             # A fresh UUID cannot collide, so the row can wait for the batched flush.
             self._buffer.versions.append(pending)

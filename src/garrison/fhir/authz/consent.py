@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from garrison.fhir.search.values import date_range
@@ -377,6 +377,21 @@ def _consent_result(c: _Consent, q: ConsentQuestion) -> _Result | None:
     return None if c.root is None else _evaluate(c.root, q, 0)
 
 
+_TICK: Final = timedelta(microseconds=1)  # datetime's resolution, and so the question's instant's
+_LAST_INSTANT: Final = datetime.max.replace(tzinfo=UTC)
+
+
+def _period_changes(p: _Provision, found: set[datetime]) -> None:
+    if p.period is not None:
+        if p.period.low is not None:
+            found.add(p.period.low)  # covered from `low` on
+        high = p.period.high
+        if high is not None and high < _LAST_INSTANT:
+            found.add(high + _TICK)  # `high` is inclusive: no longer covered one microsecond later
+    for child in p.children:
+        _period_changes(child, found)
+
+
 # -- public API ----------------------------------------------------------------------------------
 
 
@@ -403,6 +418,22 @@ class ConsentPolicy:
             permit = True
             explicit = explicit or result[1]
         return ("permit", explicit) if permit else ("none", False)
+
+    def change_instants(self) -> frozenset[datetime]:
+        """The instants at which a decision may change only because time passes.
+
+        The question's instant is compared with Consent.dateTime (in force from then on) and with
+        the `period` of each provision, nothing else: so between two consecutive instants of this
+        set (each interval including its start) every question differing only in `instant` gets
+        the same decision. `dataPeriod` is compared with the data's time, not the instant.
+        """
+        found: set[datetime] = set()
+        for consent in self._consents:
+            if consent.issued is not None:
+                found.add(consent.issued)
+            if consent.root is not None:
+                _period_changes(consent.root, found)
+        return frozenset(found)
 
     def decide(self, question: ConsentQuestion) -> Decision:
         """permit, deny, or none when no Consent speaks to the question."""
