@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from garrison.db import engine as engine_module
-from garrison.db.engine import make_engine, write_transaction
+from garrison.db.engine import is_write_transaction, make_engine, read_transaction, write_transaction
 from tests.conftest import BACKENDS
 from tests.pg_cluster import PgCluster
 
@@ -114,6 +114,28 @@ def test_the_turn_ends_with_the_commit_not_the_block(tmp_path: Path) -> None:
         thread.join()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars().all() == [1, 2]
+    engine.dispose()
+
+
+def test_readers_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    # Readers BEGIN a deferred transaction (a WAL snapshot) and never queue behind a writer.
+    path = tmp_path / "turns.sqlite3"
+    _create(path)
+    engine = make_engine(f"sqlite:///{path}")
+    with write_transaction(engine) as writer:
+        assert is_write_transaction(writer)
+        writer.execute(text("INSERT INTO turn VALUES (1)"))
+        seen: list[int] = []
+
+        def reader() -> None:
+            with read_transaction(engine) as connection:
+                assert not is_write_transaction(connection)
+                seen.append(connection.execute(text("SELECT count(*) FROM turn")).scalar() or 0)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(20)
+        assert seen == [0]  # it ran while the writer held its turn, and saw the last commit
     engine.dispose()
 
 

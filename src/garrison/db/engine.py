@@ -89,27 +89,13 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
-    turns = _WriterTurns(engine)
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # A writer takes the write lock up front: a deferred transaction that upgrades later
-        # can fail with SQLITE_BUSY no matter how long the busy timeout is.
-        if not connection.get_execution_options().get(_WRITE_OPTION, False):
-            connection.exec_driver_sql("BEGIN")
-            return
-        turns.take(connection.connection)
-        try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            turns.give_up(connection.connection)
-            raise
+    _SqliteTransactions(engine)
 
 
-class _WriterTurns:
-    """Queues the writers of one SQLite database file on an OS file lock (`flock`), held from
-    just before BEGIN IMMEDIATE until just after COMMIT or ROLLBACK: as long as SQLite's own
-    write lock.
+class _SqliteTransactions:
+    """BEGIN (readers) or BEGIN IMMEDIATE (writers) on one SQLite engine, with the writers of the
+    database file queued on an OS file lock (`flock`), held from just before BEGIN IMMEDIATE until
+    just after COMMIT or ROLLBACK: as long as SQLite's own write lock.
 
     SQLite makes a writer that finds the write lock taken sleep and retry (its busy handler
     backs off 1, 2, 5, 10 ... 100 ms), so writers in different worker processes waited far
@@ -123,10 +109,25 @@ class _WriterTurns:
         database = engine.url.database
         self.path = f"{database}-writer" if database and database != ":memory:" else None
         self._held: dict[int, int] = {}  # id(sqlite3 connection) -> descriptor holding the turn
-        if self.path is None:
-            return
         dialect = engine.dialect
         commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_begin(connection: Any) -> None:
+            # A writer takes the write lock up front: a deferred transaction that upgrades later
+            # can fail with SQLITE_BUSY no matter how long the busy timeout is.
+            cursor = connection.cursor()
+            try:
+                if not connection.info.get(_WRITE_OPTION, False):
+                    cursor.execute("BEGIN")
+                    return
+                self.take(connection)
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    self.give_up(connection)
+                    raise
+            finally:
+                cursor.close()
 
         def do_commit(dbapi_connection: Any) -> None:
             try:
@@ -140,9 +141,13 @@ class _WriterTurns:
             finally:
                 self.give_up(dbapi_connection)
 
-        # The dialect's COMMIT and ROLLBACK are where SQLite's write lock ends; SQLAlchemy's
-        # commit/rollback events fire before them, which would wake the next writer too early.
-        setattr(dialect, "do_commit", do_commit)  # noqa: B010 (this engine's dialect instance only)
+        # The dialect's BEGIN, COMMIT and ROLLBACK are where SQLite's transaction (and write lock)
+        # starts and ends. Overriding them on this engine's dialect instead of listening to
+        # SQLAlchemy's begin/commit events keeps the engine free of connection event listeners,
+        # which every statement would otherwise pay to dispatch; and the commit event fires
+        # before the COMMIT, which would wake the next writer too early.
+        setattr(dialect, "do_begin", do_begin)  # noqa: B010 (this engine's dialect instance only)
+        setattr(dialect, "do_commit", do_commit)  # noqa: B010
         setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
         event.listen(engine, "close", lambda dbapi_connection, _record: self.give_up(dbapi_connection))
 
@@ -177,10 +182,21 @@ def is_postgres(engine: Engine | Connection) -> bool:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-write transaction; commits on success, rolls back on any exception."""
-    with engine.connect() as plain:
-        connection = plain.execution_options(**{_WRITE_OPTION: True})
-        with connection.begin():
-            yield connection
+    with engine.connect() as connection:
+        # The pooled connection's info carries the flag to the SQLite dialect's BEGIN.
+        pooled = connection.connection
+        pooled.info[_WRITE_OPTION] = True
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            pooled.info.pop(_WRITE_OPTION, None)
+
+
+def is_write_transaction(connection: Connection) -> bool:
+    """Whether `connection` is in a `write_transaction` (on SQLite a reader must not write: a
+    deferred transaction cannot upgrade to a writer without risking SQLITE_BUSY)."""
+    return bool(connection.connection.info.get(_WRITE_OPTION, False))
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, and_, insert, select, update
 from garrison import clock
 from garrison.audit.chain import append_records
 from garrison.audit.records import AuditRecord
+from garrison.db.engine import is_write_transaction
 from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.fhir.resource import format_instant, new_id
 from garrison.privacy.tables import break_glass_grant, privacy_alert
@@ -155,10 +156,8 @@ def _close(
 def _can_write(connection: Connection) -> bool:
     # PostgreSQL transactions may always write. An SQLite reader (a deferred BEGIN) must not
     # upgrade to a writer: that fails with SQLITE_BUSY whatever the timeout, so it leaves the
-    # recording to the next writer. `garrison_write` is set by garrison.db.engine.write_transaction.
-    return connection.dialect.name == "postgresql" or bool(
-        connection.get_execution_options().get("garrison_write", False)
-    )
+    # recording to the next writer.
+    return connection.dialect.name == "postgresql" or is_write_transaction(connection)
 
 
 def get_grant(connection: Connection, grant_id: str) -> BreakGlassGrant | None:
