@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -25,7 +25,9 @@ from garrison.db.migrate import upgrade
 from garrison.db.schema import metadata
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions, definitions_from
+from garrison.fhir.jsoncodec import dumps_bytes, parse_json
 from garrison.fhir.repository import Repository
+from garrison.fhir.search.query import SearchPage, SearchRequest, search_bundle
 from garrison.oauth.clients import register_client
 from garrison.oauth.tokens import TokenGrant, issue_access_token
 from garrison.settings import Settings
@@ -175,3 +177,9 @@ def server(live_server_session: LiveServer, engine: Engine) -> LiveServer:
     with a system token for the test in `server.headers`."""
     live_server_session.authorize()
     return live_server_session
+
+
+def searchset(page: SearchPage, request: SearchRequest, base_url: str) -> dict[str, Any]:
+    """`search_bundle` as a client receives it: entries embed stored text (orjson.Fragment),
+    so the Bundle is serialised and parsed back to plain JSON values."""
+    return cast(dict[str, Any], parse_json(dumps_bytes(search_bundle(page, request, base_url))))

@@ -12,8 +12,9 @@ from garrison.errors import BadRequest
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
-from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search, search_bundle
+from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search
 from garrison.settings import Settings
+from tests.conftest import searchset
 
 BASE = "http://127.0.0.1:8000/fhir"
 SETTINGS = Settings(base_url=BASE)
@@ -37,7 +38,7 @@ def fetch(
     request = SearchRequest("Patient", params)
     with read_transaction(engine) as connection:
         page = execute_search(connection, definitions, SETTINGS, request)
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     return page, {link["relation"]: link["url"] for link in bundle["link"]}
 
 

@@ -15,9 +15,9 @@ from garrison.errors import BadRequest, TooCostly
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
-from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search, search_bundle
+from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search
 from garrison.settings import Settings
-from tests.conftest import clear_tables
+from tests.conftest import clear_tables, searchset
 
 BASE = "http://127.0.0.1:8000/fhir"
 
@@ -147,7 +147,7 @@ def follow(
     request = SearchRequest(resource_type, parse_qsl(parts.query, keep_blank_values=True))
     with read_transaction(db) as connection:
         page = execute_search(connection, definitions, Settings(base_url=BASE), request)
-    return page, search_bundle(page, request, BASE)
+    return page, searchset(page, request, BASE)
 
 
 def links(bundle: dict[str, Any]) -> dict[str, str]:
@@ -193,7 +193,7 @@ def test_paging_forward_and_back_matches_the_unpaged_order(
     db: Engine, definitions: Definitions, sort: str, count: int
 ) -> None:
     page, request = page_of(db, definitions, "Patient", f"_sort={sort}&_count={count}")
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     seen = [ids(page)]
     assert "previous" not in links(bundle)
     while "next" in links(bundle):
@@ -230,14 +230,14 @@ def test_count_and_total(db: Engine, definitions: Definitions) -> None:
 def test_count_zero_gives_only_the_total(db: Engine, definitions: Definitions) -> None:
     page, request = page_of(db, definitions, "Patient", "_count=0")
     assert (page.matches, page.total, page.next_cursor) == ([], 6, None)
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     assert bundle["total"] == 6
     assert "entry" not in bundle
 
 
 def test_summary_count(db: Engine, definitions: Definitions) -> None:
     page, request = page_of(db, definitions, "Patient", "_summary=count&gender=female&_total=none")
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     assert bundle["total"] == 2
     assert "entry" not in bundle
 
@@ -246,7 +246,7 @@ def test_page_size_is_clamped(db: Engine, definitions: Definitions) -> None:
     settings = Settings(base_url=BASE, max_page_size=4, default_page_size=3)
     page, request = page_of(db, definitions, "Patient", "_count=50", settings)
     assert len(page.matches) == 4
-    assert "_count=4" in links(search_bundle(page, request, BASE))["self"]
+    assert "_count=4" in links(searchset(page, request, BASE))["self"]
     page, _ = page_of(db, definitions, "Patient", "", settings)
     assert len(page.matches) == 3
 
@@ -318,7 +318,7 @@ def test_include_iterate_depth_is_limited(db: Engine, definitions: Definitions) 
     )
     assert included(page) == ["Organization/org-1", "Organization/org-2"]
     assert page.warnings
-    outcome = search_bundle(page, request, BASE)["entry"][-1]
+    outcome = searchset(page, request, BASE)["entry"][-1]
     assert outcome["search"]["mode"] == "outcome"
     assert outcome["resource"]["resourceType"] == "OperationOutcome"
 
@@ -362,7 +362,7 @@ def entry_resources(
     db: Engine, definitions: Definitions, resource_type: str, query: str
 ) -> list[dict[str, Any]]:
     page, request = page_of(db, definitions, resource_type, query)
-    return [e["resource"] for e in search_bundle(page, request, BASE).get("entry", [])]
+    return [e["resource"] for e in searchset(page, request, BASE).get("entry", [])]
 
 
 def _subsetted(resource: dict[str, Any]) -> bool:
@@ -424,7 +424,7 @@ def test_searchset_bundle(db: Engine, definitions: Definitions) -> None:
     page, request = page_of(
         db, definitions, "Observation", "subject=Patient/p1&_include=Observation:patient&_count=1"
     )
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     assert bundle["resourceType"] == "Bundle"
     assert bundle["type"] == "searchset"
     assert bundle["total"] == 2
@@ -447,11 +447,11 @@ def test_system_and_compartment_links(db: Engine, definitions: Definitions) -> N
     request = SearchRequest(None, [("_type", "Practitioner")])
     with read_transaction(db) as connection:
         page = execute_search(connection, definitions, Settings(base_url=BASE), request)
-    bundle = search_bundle(page, request, BASE)
+    bundle = searchset(page, request, BASE)
     assert links(bundle)["self"] == f"{BASE}?_type=Practitioner"
     assert bundle["entry"][0]["fullUrl"] == f"{BASE}/Practitioner/prac-1"
     request = SearchRequest("Observation", [], compartment=("Patient", "p1"))
     with read_transaction(db) as connection:
         page = execute_search(connection, definitions, Settings(base_url=BASE), request)
     assert ids(page) == ["o1", "o2"]
-    assert links(search_bundle(page, request, BASE))["self"] == f"{BASE}/Patient/p1/Observation"
+    assert links(searchset(page, request, BASE))["self"] == f"{BASE}/Patient/p1/Observation"

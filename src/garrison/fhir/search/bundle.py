@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import orjson
+
 from garrison.fhir.search.summary import apply_elements, apply_summary
 
 if TYPE_CHECKING:
@@ -54,12 +56,16 @@ def search_bundle(page: SearchPage, request: SearchRequest, base_url: str) -> di
     definitions = page.definitions
     entries: list[dict[str, Any]] = []
     for stored, mode in [*((m, "match") for m in page.matches), *((i, "include") for i in page.included)]:
-        content = stored.parsed()
-        if page.summary not in (None, "false"):
+        summarised = page.summary not in (None, "false")
+        trimmed = page.elements is not None and mode == "match"
+        # Untouched entries embed the stored text as reads serve it: no parse and re-serialise.
+        plain = not summarised and not trimmed
+        content: Any = orjson.Fragment(stored.content or "{}") if plain else stored.parsed()
+        if summarised:
             assert definitions is not None
             content = apply_summary(content, page.summary, definitions)
-        if page.elements is not None and mode == "match":
-            assert definitions is not None
+        if trimmed:
+            assert definitions is not None and page.elements is not None
             content = apply_elements(content, page.elements, definitions)
         entries.append(
             {
