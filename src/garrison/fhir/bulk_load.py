@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Connection, Engine, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
+from garrison.db.bulk import copy_tuples
 from garrison.db.engine import is_postgres, make_engine, write_transaction
 from garrison.db.schema import INDEX_TABLES, metadata, resource
 from garrison.errors import GarrisonError
@@ -180,20 +181,15 @@ def _columns_of(table_name: str) -> tuple[str, ...]:
 def _insert_first_versions(connection: Connection, prepared: list[PreparedVersion]) -> None:
     if not prepared:
         return
+    postgres = is_postgres(connection)
     raw = connection.connection.driver_connection
     assert raw is not None
-    postgres = is_postgres(connection)
     for table_name, rows in _rows(prepared):
         if not rows:
             continue
         columns = _columns_of(table_name)
         if postgres:
-            with (
-                raw.cursor() as cursor,
-                cursor.copy(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN") as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
+            copy_tuples(connection, table_name, columns, rows)
         else:
             marks = ", ".join("?" for _ in columns)
             cursor = raw.cursor()

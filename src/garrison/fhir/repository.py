@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpatch
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.audit.records import AuditRecord
+from garrison.db.bulk import insert_rows
 from garrison.db.engine import is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
@@ -593,8 +594,9 @@ class Repository:
     def _insert_history_and_index(self, pending: list[_PendingVersion]) -> None:
         fresh = [p.stored for p in pending if p.insert_current]
         if fresh:
-            self.connection.execute(
-                insert(resource),
+            insert_rows(
+                self.connection,
+                resource,
                 [
                     {
                         "resource_type": s.resource_type,
@@ -607,8 +609,9 @@ class Repository:
                     for s in fresh
                 ],
             )
-        self.connection.execute(
-            insert(resource_history),
+        insert_rows(
+            self.connection,
+            resource_history,
             [
                 {
                     "resource_type": p.stored.resource_type,
@@ -643,5 +646,4 @@ class Repository:
                         {"resource_type": p.stored.resource_type, "resource_id": p.stored.id, **row}
                     )
         for table_name, rows in rows_by_table.items():
-            if rows:
-                self.connection.execute(insert(INDEX_TABLES[table_name]), rows)
+            insert_rows(self.connection, INDEX_TABLES[table_name], rows)

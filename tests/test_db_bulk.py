@@ -1,0 +1,48 @@
+"""`garrison.db.bulk.insert_rows`: COPY on PostgreSQL, executemany on SQLite, the same outcome."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from garrison.db.bulk import insert_rows
+from garrison.db.engine import write_transaction
+from garrison.db.schema import resource_history
+
+
+def _version(resource_id: str, version: int, content: str = '{"resourceType":"Basic"}') -> dict[str, object]:
+    return {
+        "resource_type": "Basic",
+        "id": resource_id,
+        "version_id": version,
+        "last_updated": "2026-11-26T10:00:00.000000+00:00",
+        "deleted": False,
+        "method": "PUT",
+        "content": content,
+    }
+
+
+def test_rows_go_in_with_defaults_and_exact_values(engine: Engine) -> None:
+    text = '{"resourceType":"Basic","id":"b1","text":"tab\\tand \\\\ and é"}'
+    with write_transaction(engine) as connection:
+        insert_rows(connection, resource_history, [_version("b1", 1, text), _version("b1", 2)])
+    h = resource_history.c
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(h.seq, h.version_id, h.content, h.deleted).where(h.id == "b1").order_by(h.version_id)
+        ).all()
+    assert [r.version_id for r in rows] == [1, 2]
+    assert rows[0].content == text  # COPY's text format escapes nothing away
+    assert rows[0].seq is not None and rows[1].seq > rows[0].seq  # the default sequence applied
+    assert rows[0].deleted is False
+
+
+def test_a_duplicate_is_an_integrity_error_and_nothing_is_written(engine: Engine) -> None:
+    with write_transaction(engine) as connection:
+        insert_rows(connection, resource_history, [_version("b2", 1)])
+    with pytest.raises(IntegrityError), write_transaction(engine) as connection:
+        insert_rows(connection, resource_history, [_version("b3", 1), _version("b2", 1)])
+    with engine.connect() as connection:
+        ids = connection.execute(select(resource_history.c.id).where(resource_history.c.id.in_(["b2", "b3"])))
+        assert sorted(r.id for r in ids) == ["b2"]
