@@ -32,6 +32,7 @@ from garrison.fhir.authz.consent_rules import (
 )
 from garrison.fhir.bulk_load import load_ndjson
 from garrison.fhir.definitions import Definitions
+from garrison.fhir.ingest import reindex
 from garrison.fhir.repository import Repository
 from garrison.settings import Settings
 from tests.authz_fixtures import FACILITY_B, staff
@@ -124,6 +125,15 @@ def test_a_consent_loaded_from_ndjson_takes_effect_at_once(
     path.write_bytes(orjson.dumps(_consent(OPT_OUT, status="inactive")) + b"\n")
     assert load_ndjson(settings, [path], workers=1).count == 1
     assert not _denied(db)
+
+
+def test_reindex_marks_the_consents_changed(db: Engine, definitions: Definitions, settings: Settings) -> None:
+    # A reindex rewrites the rows that say whose Consent it is: processes must re-read them.
+    _write(db, definitions, settings, _consent(OPT_OUT))
+    before = _stamp(db)
+    reindex(db, definitions)
+    assert _stamp(db) != before
+    assert _denied(db)
 
 
 def test_a_write_through_one_process_is_seen_by_another(

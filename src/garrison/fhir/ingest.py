@@ -6,7 +6,6 @@ an explicit system AccessContext naming the job.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, bindparam, delete, insert, select
+from sqlalchemy import Engine, bindparam, delete, select
 
+from garrison.db.bulk import insert_rows
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.db.schema import INDEX_TABLES, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.bulk_load import load_ndjson
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import parse_json
@@ -215,7 +216,7 @@ def reindex(
             keys = [(r.resource_type, r.id) for r in rows]
             by_table: dict[str, list[dict[str, Any]]] = {}
             for r in rows:
-                index_rows = indexer.index(json.loads(r.content))
+                index_rows = indexer.index(parse_json(r.content))
                 for table_name, table_rows in index_rows.by_table.items():
                     by_table.setdefault(table_name, []).extend(
                         {"resource_type": r.resource_type, "resource_id": r.id, **row} for row in table_rows
@@ -227,8 +228,10 @@ def reindex(
                     ),
                     [{"rtype": rtype, "rid": rid} for rtype, rid in keys],
                 )
-                if by_table.get(table_name):
-                    connection.execute(insert(table), by_table[table_name])
+                insert_rows(connection, table, by_table.get(table_name, []))
+            if any(rtype == "Consent" for rtype, _ in keys):
+                # A Consent's index rows say whose it is: processes re-read the Consents.
+                bump_consent_generation(connection)
             last = keys[-1]
             done += len(rows)
         if progress:
