@@ -27,14 +27,13 @@ from common import (
     garrison_env,
     print_table,
     register_backend_client,
-    token_request_form,
 )
 from garrison.db.engine import make_engine
 from garrison.db.migrate import upgrade
 from garrison.settings import Settings
 from garrison.web.app import create_app
 from population import Population
-from profile_requests import BASE, ORIGIN, load
+from profile_requests import BASE, ORIGIN, asgi_authorization, load
 
 
 async def call(app: Any, path: str, authorization: str) -> None:
@@ -70,12 +69,7 @@ async def measure(backend: str, patients: int, requests: int) -> list[str]:
         client_id, key = register_backend_client(garrison_env(url, data_dir, BASE), data_dir)
         app = create_app(settings)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
-            config = (await client.get("/fhir/.well-known/smart-configuration")).json()
-            token_url = str(config["token_endpoint"])
-            reply = await client.post(token_url.removeprefix(ORIGIN),
-                                      content=token_request_form(key, client_id, token_url),
-                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
-            authorization = f"Bearer {reply.json()['access_token']}"
+            authorization = await asgi_authorization(client, client_id, key)
             references, _ = await load(client, {"Authorization": authorization}, Population(), patients)
         paths = [f"/fhir/{r}" for r in random.Random(7).choices(references, k=requests + 200)]
         for path in paths[:200]:  # warm-up: caches, pooled connections, first-use code paths

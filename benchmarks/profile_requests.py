@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
+from joserfc.jwk import ECKey
 from sqlalchemy import Engine, event
 
 from bench_ingest import _locations
@@ -112,6 +113,20 @@ async def load(client: httpx.AsyncClient, headers: dict[str, str], population: P
         references += refs
         loaded.append((refs[generated.patient_entry].split("/")[1], generated.observation_codes))
     return references, loaded
+
+
+async def asgi_authorization(client: httpx.AsyncClient, client_id: str, key: ECKey) -> str:
+    """`Bearer <token>` from the application's token endpoint (private_key_jwt). One token is
+    enough: a run lasts well under its 5 minutes (TokenSource renews them in the HTTP
+    benchmarks, but it speaks http.client, not ASGI)."""
+    config = (await client.get("/fhir/.well-known/smart-configuration")).json()
+    token_url = str(config["token_endpoint"])
+    reply = await client.post(token_url.removeprefix(ORIGIN),
+                              content=token_request_form(key, client_id, token_url),
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    if reply.status_code != 200:
+        raise SystemExit(f"token endpoint: {reply.status_code} {reply.text[:300]}")
+    return f"Bearer {reply.json()['access_token']}"
 
 
 async def timed_asgi(client: httpx.AsyncClient, headers: dict[str, str], paths: list[str]) -> list[float]:
@@ -310,16 +325,7 @@ async def run(args: argparse.Namespace) -> None:
         api = fhir_api_of(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
-            config = (await client.get("/fhir/.well-known/smart-configuration")).json()
-            token_url = str(config["token_endpoint"])
-            # One token is enough: a run lasts well under its 5 minutes (TokenSource renews them
-            # in the benchmarks, but it speaks http.client, not ASGI).
-            reply = await client.post(token_url.removeprefix(ORIGIN),
-                                      content=token_request_form(key, client_id, token_url),
-                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
-            if reply.status_code != 200:
-                raise SystemExit(f"token endpoint: {reply.status_code} {reply.text[:300]}")
-            authorization = f"Bearer {reply.json()['access_token']}"
+            authorization = await asgi_authorization(client, client_id, key)
             headers = {"Authorization": authorization, "Accept": "application/fhir+json"}
             started = time.perf_counter()
             references, loaded = await load(client, headers, population, args.patients)

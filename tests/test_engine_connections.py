@@ -8,28 +8,50 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from garrison.db import engine as engine_module
 from garrison.db.engine import is_write_transaction, make_engine, read_transaction, write_transaction
-from tests.conftest import BACKENDS
 from tests.pg_cluster import PgCluster
 
 
-def _create(path: Path) -> None:
-    engine = make_engine(f"sqlite:///{path}")
+@pytest.fixture
+def turns(tmp_path: Path) -> Iterator[Engine]:
+    """An SQLite database file with one table, `turn (n)`."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'turns.sqlite3'}")
     with write_transaction(engine) as connection:
         connection.execute(text("CREATE TABLE turn (n INTEGER)"))
+    yield engine
     engine.dispose()
 
 
-def test_second_writer_waits_for_the_first_to_commit(tmp_path: Path) -> None:
-    path = tmp_path / "turns.sqlite3"
-    _create(path)
-    engine = make_engine(f"sqlite:///{path}")
+def _values(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        return list(connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars())
+
+
+def _writes_from_another_thread(engine: Engine, value: int) -> bool:
+    """Whether a writer in another thread gets its turn and commits `value` within 20 s."""
+    done = threading.Event()
+
+    def writer() -> None:
+        with write_transaction(engine) as connection:
+            connection.execute(text("INSERT INTO turn VALUES (:n)"), {"n": value})
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    finished = done.wait(20)
+    thread.join()
+    return finished
+
+
+def test_second_writer_waits_for_the_first_to_commit(turns: Engine, tmp_path: Path) -> None:
+    engine = turns
     first_inside = threading.Event()
     release_first = threading.Event()
     order: list[str] = []
@@ -60,68 +82,31 @@ def test_second_writer_waits_for_the_first_to_commit(tmp_path: Path) -> None:
         thread.join(20)
     assert second_started
     assert order == ["first in", "first out", "second in"]
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM turn")).scalar() == 2
-    engine.dispose()
+    assert len(_values(engine)) == 2
     assert (tmp_path / "turns.sqlite3-writer").exists()
 
 
-def test_a_failed_writer_gives_up_its_turn(tmp_path: Path) -> None:
-    path = tmp_path / "turns.sqlite3"
-    _create(path)
-    engine = make_engine(f"sqlite:///{path}")
-    try:
-        with write_transaction(engine) as connection:
-            connection.execute(text("INSERT INTO turn VALUES (1)"))
-            raise RuntimeError("refused")
-    except RuntimeError:
-        pass
-    done = threading.Event()
-
-    def writer() -> None:
-        with write_transaction(engine) as connection:
-            connection.execute(text("INSERT INTO turn VALUES (2)"))
-        done.set()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert done.wait(20), "the lock was not released by the rolled-back writer"
-    thread.join()
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT n FROM turn")).scalars().all() == [2]
-    engine.dispose()
+def test_a_failed_writer_gives_up_its_turn(turns: Engine) -> None:
+    with pytest.raises(RuntimeError), write_transaction(turns) as connection:
+        connection.execute(text("INSERT INTO turn VALUES (1)"))
+        raise RuntimeError("refused")
+    assert _writes_from_another_thread(turns, 2), "the lock was not released by the rolled-back writer"
+    assert _values(turns) == [2]
 
 
-def test_the_turn_ends_with_the_commit_not_the_block(tmp_path: Path) -> None:
+def test_the_turn_ends_with_the_commit_not_the_block(turns: Engine) -> None:
     # A connection that commits inside write_transaction (as tests and bulk jobs do) lets the
     # next writer in at once, as SQLite's own lock does; the turn is not held to the block's end.
-    path = tmp_path / "turns.sqlite3"
-    _create(path)
-    engine = make_engine(f"sqlite:///{path}")
-    other_done = threading.Event()
-
-    def other_writer() -> None:
-        with write_transaction(engine) as connection:
-            connection.execute(text("INSERT INTO turn VALUES (2)"))
-        other_done.set()
-
-    with write_transaction(engine) as connection:
+    with write_transaction(turns) as connection:
         connection.execute(text("INSERT INTO turn VALUES (1)"))
         connection.commit()
-        thread = threading.Thread(target=other_writer)
-        thread.start()
-        assert other_done.wait(20), "the committed writer still held the turn"
-        thread.join()
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars().all() == [1, 2]
-    engine.dispose()
+        assert _writes_from_another_thread(turns, 2), "the committed writer still held the turn"
+    assert _values(turns) == [1, 2]
 
 
-def test_readers_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+def test_readers_do_not_wait_for_the_writer(turns: Engine) -> None:
     # Readers BEGIN a deferred transaction (a WAL snapshot) and never queue behind a writer.
-    path = tmp_path / "turns.sqlite3"
-    _create(path)
-    engine = make_engine(f"sqlite:///{path}")
+    engine = turns
     with write_transaction(engine) as writer:
         assert is_write_transaction(writer)
         writer.execute(text("INSERT INTO turn VALUES (1)"))
@@ -136,7 +121,6 @@ def test_readers_do_not_wait_for_the_writer(tmp_path: Path) -> None:
         thread.start()
         thread.join(20)
         assert seen == [0]  # it ran while the writer held its turn, and saw the last commit
-    engine.dispose()
 
 
 def _count_writes(path: str, rounds: int) -> None:
@@ -148,11 +132,10 @@ def _count_writes(path: str, rounds: int) -> None:
     engine.dispose()
 
 
-def test_writers_in_several_processes_all_commit(tmp_path: Path) -> None:
+def test_writers_in_several_processes_all_commit(turns: Engine) -> None:
     # Worker processes share only the file: every read-then-write above sees the one before it,
     # so the values come out as 1..N with no repeats (no lost or concurrent writes).
-    path = tmp_path / "turns.sqlite3"
-    _create(path)
+    path = turns.url.database
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_count_writes, args=(str(path), 40)) for _ in range(3)]
     for worker in workers:
@@ -160,21 +143,15 @@ def test_writers_in_several_processes_all_commit(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    engine = make_engine(f"sqlite:///{path}")
-    with engine.connect() as connection:
-        values = connection.execute(text("SELECT n FROM turn ORDER BY n")).scalars().all()
-    engine.dispose()
-    assert values == list(range(1, 121))
+    assert _values(turns) == list(range(1, 121))
 
 
 def test_postgres_idle_connection_is_pinged_and_replaced(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pooled PostgreSQL connections are pinged only after sitting idle (not on every checkout);
-    # one whose server process is gone is then replaced before a request can meet it.
-    if "postgresql" not in BACKENDS:
-        pytest.skip("GARRISON_TEST_BACKENDS leaves PostgreSQL out of this local run")
-    pg_cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    # one whose server process is gone is then replaced before a request can meet it. (This one
+    # needs PostgreSQL whatever GARRISON_TEST_BACKENDS says: it starts the cluster if needed.)
     url = pg_cluster.create_database(f"garrison_idle_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
     engine = make_engine(url, pool_size=1)
     admin = make_engine(url)

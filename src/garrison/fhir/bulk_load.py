@@ -182,19 +182,19 @@ def _insert_first_versions(connection: Connection, prepared: list[PreparedVersio
     if not prepared:
         return
     postgres = is_postgres(connection)
-    raw = connection.connection.driver_connection
-    assert raw is not None
     for table_name, rows in _rows(prepared):
         if not rows:
             continue
         columns = _columns_of(table_name)
         if postgres:
             copy_tuples(connection, table_name, columns, rows)
-        else:
-            marks = ", ".join("?" for _ in columns)
-            cursor = raw.cursor()
-            cursor.executemany(f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({marks})", rows)
-            cursor.close()
+            continue
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        marks = ", ".join("?" for _ in columns)
+        cursor = raw.cursor()
+        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({marks})", rows)
+        cursor.close()
 
 
 def _update_existing(
