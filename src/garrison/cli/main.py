@@ -134,8 +134,10 @@ def _run_import(
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     definitions = definitions_from(settings.definitions_dir)
-    transform = _network_transform(settings, engine, definitions) if map_network else None
     files = discover(paths)
+    # Only Bundles are mapped onto the network; NDJSON (an export) keeps its references as they are.
+    bundles = any(path.suffix != ".ndjson" for path in files)
+    transform = _network_transform(settings, engine, definitions) if map_network and bundles else None
     total = sum(count_resources(p) for p in files)
     started = time.perf_counter()
     with _progress() as bar:

@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from garrison.db.indexes import ensure_indexes
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -24,3 +26,5 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    if revision == "head":
+        ensure_indexes(engine)  # after a bulk load that died before it rebuilt them

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from garrison.db.engine import is_postgres, write_transaction
 
@@ -26,9 +27,19 @@ _EVERY_AT_MOST = 64_000
 def refresh_statistics(engine: Engine) -> None:
     """ANALYZE now (SQLite: a bounded sample per index, so it stays quick on a large store)."""
     if is_postgres(engine):
+        # A table at a time on two connections: ANALYZE is CPU-bound in one server process.
         with engine.connect() as connection:
-            connection.execute(text("ANALYZE"))
-            connection.commit()
+            tables = connection.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).scalars().all()
+
+        def analyze(table: str) -> None:
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f'ANALYZE "{table}"')
+                connection.commit()
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(analyze, tables))
         return
     # ANALYZE writes sqlite_stat1: take the write lock up front like any writer.
     with write_transaction(engine) as connection:

@@ -1,0 +1,89 @@
+"""Secondary indexes of the FHIR store: built once after a first bulk load instead of row by row.
+
+Loading into an empty (or nearly empty) store, keeping a dozen B-trees up to date for every
+inserted row costs the database more than the rows themselves; sorting each index once at the end
+is several times cheaper. Only the secondary indexes are deferred: primary keys and the unique
+version key stay, so duplicates are still refused while loading. If a load dies before it rebuilds
+them, `ensure_indexes` (run by every schema upgrade, so by every server start) builds what is
+missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, Index, func, inspect, select
+
+from garrison.db.engine import is_postgres, write_transaction
+from garrison.db.schema import INDEX_TABLES, resource, resource_history
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL's sort memory per index build (the server default, 64 MB, spills a large load to disk).
+_BUILD_MEMORY = "256MB"
+
+
+def secondary_indexes() -> list[Index]:
+    tables = (resource, resource_history, *INDEX_TABLES.values())
+    return [index for table in tables for index in sorted(table.indexes, key=lambda i: str(i.name))]
+
+
+def missing_indexes(connection: Connection) -> list[Index]:
+    inspector = inspect(connection)
+    present: set[str] = set()
+    for table_name in {str(index.table.name) for index in secondary_indexes() if index.table is not None}:
+        present.update(str(found["name"]) for found in inspector.get_indexes(table_name))
+    return [index for index in secondary_indexes() if str(index.name) not in present]
+
+
+def ensure_indexes(engine: Engine) -> list[str]:
+    """Build every secondary index that is missing (on PostgreSQL two at a time); returns their names."""
+    with engine.connect() as connection:
+        missing = missing_indexes(connection)
+    if not missing:
+        return []
+    log.info("building %d search indexes", len(missing))
+    started = time.perf_counter()
+    if not is_postgres(engine):
+        with write_transaction(engine) as connection:
+            for index in missing:
+                index.create(connection, checkfirst=True)
+        log.info("built %d search indexes in %.1f s", len(missing), time.perf_counter() - started)
+        return [str(index.name) for index in missing]
+
+    def build(index: Index) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
+            index.create(connection, checkfirst=True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(build, missing))
+    log.info("built %d search indexes in %.1f s", len(missing), time.perf_counter() - started)
+    return [str(index.name) for index in missing]
+
+
+@contextmanager
+def built_after_load(engine: Engine, incoming: int, *, at_least: int = 10_000) -> Iterator[bool]:
+    """Around a bulk load of `incoming` resources: if that is at least `at_least` and the store
+    holds under a tenth as many, drop the secondary indexes now and build them when the load ends
+    (however it ends). Yields whether they were deferred.
+
+    Searches still work meanwhile, only slower, which is why a store already holding a good part
+    of its data keeps its indexes."""
+    few = incoming // 10
+    with write_transaction(engine) as connection:
+        sample = select(resource.c.id).limit(few + 1).subquery()
+        existing = connection.execute(select(func.count()).select_from(sample)).scalar_one()
+        defer = incoming >= at_least and existing <= few
+        if defer:
+            for index in secondary_indexes():
+                index.drop(connection, checkfirst=True)
+    try:
+        yield defer
+    finally:
+        if defer:
+            ensure_indexes(engine)

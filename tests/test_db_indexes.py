@@ -1,0 +1,98 @@
+"""A first bulk load builds the secondary indexes after the rows are in, and they always come back:
+when the load ends, fails, or dies (the next schema upgrade builds them), on both databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import Engine
+
+from garrison.db.engine import write_transaction
+from garrison.db.indexes import ensure_indexes, missing_indexes, secondary_indexes
+from garrison.db.migrate import upgrade
+from garrison.fhir.access import AccessContext
+from garrison.fhir.bulk_load import load_ndjson
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.search.query import SearchRequest
+from garrison.settings import Settings
+
+
+def _patients(path: Path, count: int, prefix: str = "p") -> Path:
+    lines = [
+        orjson.dumps(
+            {"resourceType": "Patient", "id": f"{prefix}{n}", "name": [{"family": f"Family{n % 7}"}]}
+        )
+        for n in range(count)
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _missing(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return {str(index.name) for index in missing_indexes(connection)}
+
+
+def _family_count(engine: Engine, definitions: Definitions, settings: Settings, family: str) -> int:
+    with write_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
+        page = repo.search(SearchRequest("Patient", [("family", family), ("_count", "100")]))
+        return len(page.matches)
+
+
+def test_a_load_into_an_empty_store_defers_the_indexes_and_builds_them_after(
+    engine: Engine, definitions: Definitions, settings: Settings, tmp_path: Path
+) -> None:
+    seen_while_loading: list[set[str]] = []
+    path = _patients(tmp_path / "Patient.ndjson", 70)
+    loaded = load_ndjson(
+        settings,
+        [path],
+        lambda _n: seen_while_loading.append(_missing(engine)),
+        workers=1,
+        defer_indexes_from=50,
+    )
+    assert loaded.count == 70 and not loaded.errors
+    assert seen_while_loading and seen_while_loading[0] == {str(i.name) for i in secondary_indexes()}
+    assert _missing(engine) == set()
+    assert _family_count(engine, definitions, settings, "Family3") == 10
+
+
+def test_a_store_already_holding_data_keeps_its_indexes(
+    engine: Engine, definitions: Definitions, settings: Settings, tmp_path: Path
+) -> None:
+    load_ndjson(settings, [_patients(tmp_path / "first.ndjson", 10, "a")], workers=1)
+    seen_while_loading: list[set[str]] = []
+    path = _patients(tmp_path / "second.ndjson", 60, "b")  # the store holds more than a tenth of it
+    load_ndjson(
+        settings,
+        [path],
+        lambda _n: seen_while_loading.append(_missing(engine)),
+        workers=1,
+        defer_indexes_from=50,
+    )
+    assert seen_while_loading == [set()]
+    assert _family_count(engine, definitions, settings, "Family3") == 10
+
+
+def test_the_indexes_come_back_when_a_load_fails(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    def stop(_loaded: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_ndjson(settings, [_patients(tmp_path / "p.ndjson", 60)], stop, workers=1, defer_indexes_from=50)
+    assert _missing(engine) == set()
+
+
+def test_an_upgrade_builds_indexes_a_dead_load_left_missing(engine: Engine) -> None:
+    dropped = secondary_indexes()[:3]
+    with write_transaction(engine) as connection:
+        for index in dropped:
+            index.drop(connection)
+    assert _missing(engine) == {str(i.name) for i in dropped}
+    upgrade(engine)
+    assert _missing(engine) == set()
+    assert ensure_indexes(engine) == []  # nothing left to build
