@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 Node = tuple[str, Any]
@@ -44,6 +45,7 @@ class ParsedReference:
     absolute: bool
 
 
+@lru_cache(maxsize=4096)  # a patient's and an encounter's references recur in every resource
 def parse_reference(reference: str, resource_types: frozenset[str]) -> ParsedReference | None:
     """Split a literal reference into type, id and version, if it names a known resource type.
 

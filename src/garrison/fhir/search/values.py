@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from functools import lru_cache
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -36,6 +37,12 @@ def _fmt(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+# Pure functions of a string, called for every date and number indexed: the same dates recur within
+# a patient's record (an encounter's observations share one) and a bulk load meets them in a row.
+_RECENT = 4096
+
+
+@lru_cache(maxsize=_RECENT)
 def date_range(value: str) -> tuple[str, str] | None:
     """The inclusive UTC range [low, high] a FHIR date/dateTime/instant covers at its precision.
 
@@ -89,6 +96,7 @@ def instant_to_index(moment: datetime) -> str:
     return _fmt(moment.astimezone(UTC).replace(tzinfo=None))
 
 
+@lru_cache(maxsize=_RECENT)
 def number_range(text: str) -> tuple[float, float, float] | None:
     """(low, high, value) for a decimal string: 100 covers [99.5, 100.5); 1e2 likewise."""
     try:
