@@ -810,3 +810,18 @@ def test_cardinality_limits_other_than_one_and_many(definitions: Definitions) ->
         (STRUCTURE, "Patient.name")
     ]
     assert issues_of(validator, {"resourceType": "Patient"}) == [(REQUIRED, "Patient.name")]
+
+
+def test_remembered_valid_values_never_let_an_invalid_one_through(definitions: Definitions) -> None:
+    # Valid values are kept per primitive type to skip the pattern next time; invalid ones are not.
+    checks = primitive_checks(definitions.structure_definitions)
+    for _ in range(2):
+        assert checks["date"]("2020-02-28") is None
+        assert checks["date"]("2020-02-30") is not None  # the calendar check, every time
+        assert checks["code"]("final") is None
+        assert checks["code"](" final") is not None
+    assert checks["uri"]("http://loinc.org") is None
+    assert checks["date"]("http://loinc.org") is not None  # each type remembers its own values
+    for n in range(5000):  # more values than are remembered: the oldest are dropped, not wrong
+        assert checks["id"](f"id-{n}") is None
+    assert checks["id"]("id 1") is not None
