@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,32 @@ def test_postgres_idle_connection_is_pinged_and_replaced(
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def _checkpointer_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "garrison-wal-checkpoint")
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_server_engine_checkpoints_the_wal_in_the_background(tmp_path: Path, background: bool) -> None:
+    database = tmp_path / "checkpoints.db"
+    before = _checkpointer_threads()
+    engine = make_engine(f"sqlite:///{database}", background_checkpoints=background)
+    try:
+        with write_transaction(engine) as connection:
+            connection.execute(text("CREATE TABLE t (v TEXT)"))
+        # About 2 MB: under SQLite's own checkpoint mark (1,000 pages), so only a background
+        # checkpoint copies it into the database file.
+        with write_transaction(engine) as connection:
+            connection.execute(text("INSERT INTO t VALUES (:v)"), [{"v": "x" * 1000}] * 2000)
+        size_after_commit = database.stat().st_size
+        time.sleep(3 * engine_module.CHECKPOINT_INTERVAL_SECONDS)
+        checkpointed = database.stat().st_size > size_after_commit + 1_000_000
+        assert checkpointed is background
+        assert _checkpointer_threads() == before + (1 if background else 0)
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 5
+    while _checkpointer_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _checkpointer_threads() == before  # disposing the engine ends its thread

@@ -110,7 +110,7 @@ async def _background(settings: Settings, engine: Engine, definitions: Definitio
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(settings.resolved_database_url(), background_checkpoints=True)
     definitions = definitions_from(settings.definitions_dir)
     empi.register()  # Patient/$match, $merge, $unmerge
     connect_token_revocation()  # sign-out and disabled accounts take their tokens with them
