@@ -10,6 +10,7 @@ server-assigned id of every created resource (from each entry's response.locatio
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ from common import (
     analyze_database,
     backends_of,
     base_parser,
+    garrison_env,
+    garrison_executable,
     latency_summary,
     phase,
     print_table,
@@ -194,6 +197,39 @@ def print_ingest(rows: list[IngestResult]) -> None:
     )
 
 
+def import_population(
+    databases: Databases, url: str, population: Population, backend: str, patients: int
+) -> tuple[IngestResult, Loaded]:
+    """`garrison import` of the population as NDJSON (ids kept) into the database at `url`."""
+    source = databases.scratch / f"ndjson-{patients}"
+    if not source.exists():
+        population.write_ndjson(source, patients)
+    data_dir = databases.scratch / f"import-{backend}-{patients}"
+    data_dir.mkdir(exist_ok=True)
+    env = garrison_env(url, data_dir)
+    subprocess.run([garrison_executable(), "db", "upgrade"], env=env, check=True, capture_output=True)
+    started = time.perf_counter()
+    command = [garrison_executable(), "import", str(source)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"garrison import failed:\n{(done.stdout + done.stderr)[-2000:]}")
+    loaded = Loaded()
+    for n in range(patients):
+        text, _, patient_id = population.ndjson(n)
+        for line in text.splitlines():
+            item = orjson.loads(line)
+            loaded.references.append(f"{item['resourceType']}/{item['id']}")
+        codes = population.sources[n % len(population.sources)].observation_codes
+        loaded.patients.append(LoadedPatient(id=patient_id, observation_codes=codes))
+    resources = len(loaded.references)
+    return IngestResult(
+        backend=backend, patients=patients, clients=0, workers=0, resources=resources, bundles=0,
+        seconds=round(elapsed, 2), resources_per_s=round(resources / elapsed, 1), bundle_latency={},
+        errors=0, server_rss_mb=0.0,
+    ), loaded
+
+
 def populated_servers(
     args: argparse.Namespace, population: Population | None = None
 ) -> Iterator[tuple[str, int, Server, Loaded, IngestResult]]:
@@ -203,6 +239,14 @@ def populated_servers(
     with Databases() as databases:
         for backend in backends_of(args.backend):
             for patients in sizes_of(args.patients):
+                if getattr(args, "load", "api") == "ndjson":
+                    url = databases.new(backend)
+                    with phase(f"import {patients:,} patients into {backend} (NDJSON)"):
+                        figures, loaded = import_population(databases, url, population, backend, patients)
+                        print(f"   {figures.resources:,} resources, {figures.resources_per_s:,.0f}/s")
+                    with Server(url, workers=args.workers) as server:
+                        yield backend, patients, server, loaded, figures
+                    continue
                 with Server(databases.new(backend), workers=args.workers) as server:
                     with phase(f"load {patients:,} patients into {backend}"):
                         figures, loaded = load_and_measure(

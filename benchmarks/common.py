@@ -674,6 +674,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true", help="profile the server with py-spy")
     parser.add_argument("--analyze", action="store_true",
                         help="run ANALYZE after loading (planner statistics) before the read-side figures")
+    parser.add_argument("--load", choices=["api", "ndjson"], default="api",
+                        help="how the read-side benchmarks load their population: transaction Bundles "
+                             "through the API (default), or `garrison import` of NDJSON before the "
+                             "server starts (minutes instead of hours at 10,000 patients)")
     parser.add_argument("--json", action="store_true", help="also write benchmarks/results/<name>.json")
     return parser
 
