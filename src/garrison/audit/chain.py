@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from garrison.audit.records import AuditRecord, Outcome
 from garrison.audit.schema import audit_log
+from garrison.db.engine import driver_errors
 
 GENESIS = "0" * 64  # the prev_hash of seq 1
 # pg_advisory_xact_lock key of the audit chain: the ASCII bytes of "garrAUDT" (fits a signed bigint).
@@ -101,7 +102,6 @@ def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) 
 
 
 _TAIL = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-_INSERT = insert(audit_log)
 
 
 def chain_tail(connection: Connection) -> tuple[int, str]:
@@ -119,9 +119,20 @@ def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]])
         return (0, 0)
     if connection.dialect.name == "postgresql":
         return _append_postgres(connection, encoded)
-    seq, prev = chain_tail(connection)
-    rows = _linked(encoded, seq, prev)
-    connection.execute(_INSERT, rows)
+    # The driver's cursor: every API read ends with this append, and SQLAlchemy's statement
+    # machinery cost more than SQLite's own work here.
+    raw = connection.connection.driver_connection
+    assert raw is not None, "a live SQLite connection"
+    cursor = raw.cursor()
+    try:
+        with driver_errors(_RAW_TAIL):
+            found = cursor.execute(_RAW_TAIL).fetchone()
+        seq, prev = (0, GENESIS) if found is None else (int(found[0]), str(found[1]))
+        rows = _linked(encoded, seq, prev)
+        with driver_errors(_SQLITE_INSERT):
+            cursor.executemany(_SQLITE_INSERT, rows)
+    finally:
+        cursor.close()
     return (seq + 1, seq + len(rows))
 
 
@@ -136,9 +147,12 @@ def _linked(encoded: Sequence[Mapping[str, Any]], seq: int, prev: str) -> list[d
     return rows
 
 
-_PG_TAIL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_RAW_TAIL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
 _PG_INSERT = "INSERT INTO audit_log ({}) VALUES ({})".format(
     ", ".join(c.name for c in audit_log.columns), ", ".join(f"%({c.name})s" for c in audit_log.columns)
+)
+_SQLITE_INSERT = "INSERT INTO audit_log ({}) VALUES ({})".format(
+    ", ".join(c.name for c in audit_log.columns), ", ".join(f":{c.name}" for c in audit_log.columns)
 )
 
 
@@ -149,9 +163,9 @@ def _append_postgres(connection: Connection, encoded: Sequence[Mapping[str, Any]
     then the INSERT. Every read of an API request ends with this append."""
     raw = connection.connection.driver_connection
     assert raw is not None, "a live PostgreSQL connection"
-    with raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
+    with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
         locking.execute(_LOCK_SQL)
-        cursor.execute(_PG_TAIL)
+        cursor.execute(_RAW_TAIL)
         found = cursor.fetchone()  # syncs the pipeline: lock, then tail
         seq, prev = (0, GENESIS) if found is None else (int(found[0]), str(found[1]))
         rows = _linked(encoded, seq, prev)

@@ -7,16 +7,13 @@ rows through one statement, in a fraction of the server's time.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import psycopg
 from sqlalchemy import BigInteger, Boolean, Connection, Float, Integer, String, Table
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
-from garrison.db.engine import is_postgres
+from garrison.db.engine import driver_errors, is_postgres
 from garrison.db.schema import metadata
 
 
@@ -39,9 +36,8 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
     cursor = raw.cursor()
     try:
-        cursor.executemany(statement, values)
-    except sqlite3.IntegrityError as error:
-        raise IntegrityError(statement, None, error) from error
+        with driver_errors(statement):
+            cursor.executemany(statement, values)
     finally:
         cursor.close()
 
@@ -58,14 +54,10 @@ def copy_tuples(
     assert raw is not None, "a live PostgreSQL connection"
     table = metadata.tables[table_name]
     statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    try:
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types([_binary_type(table.c[column].type) for column in columns])
-            for row in rows:
-                copy.write_row(row)
-    except psycopg.IntegrityError as error:
-        # As SQLAlchemy reports it for statements it runs itself, so callers catch one error.
-        raise IntegrityError(statement, None, error) from error
+    with driver_errors(statement), raw.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types([_binary_type(table.c[column].type) for column in columns])
+        for row in rows:
+            copy.write_row(row)
 
 
 def _binary_type(column_type: TypeEngine[Any]) -> str:

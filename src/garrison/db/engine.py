@@ -13,13 +13,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 _WRITE_OPTION = "garrison_write"
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def driver_errors(statement: str) -> Iterator[None]:
+    """Errors of a statement run on the driver's own cursor (COPY, executemany, the audit append),
+    raised as SQLAlchemy raises them for its own statements (IntegrityError, OperationalError...),
+    so callers catch one family of errors whichever way a statement was run."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+    except psycopg.Error as error:
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
 
 
 def make_engine(url: str, *, pool_size: int = 10, background_checkpoints: bool = False) -> Engine:
