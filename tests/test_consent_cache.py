@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Connection, Engine, event, select
 
 from garrison import clock
-from garrison.db.engine import make_engine, read_transaction, write_transaction
+from garrison.db.engine import DriverStatement, make_engine, read_transaction, write_transaction
 from garrison.db.schema import consent_generation
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent import ConsentPolicy, ConsentQuestion
@@ -76,14 +77,21 @@ def _denied(engine: Engine, cache: ConsentCache | None = None) -> bool:
 
 @contextmanager
 def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement sent to the database: through SQLAlchemy, or on the driver's cursor."""
     seen: list[str] = []
+    original_first = DriverStatement.first
 
     def record(_conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
+    def first(statement: DriverStatement, connection: Connection, params: Any) -> Any:
+        seen.append(statement.sqlite)
+        return original_first(statement, connection, params)
+
     event.listen(engine, "before_cursor_execute", record)
     try:
-        yield seen
+        with patch.object(DriverStatement, "first", autospec=True, side_effect=first):
+            yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
 

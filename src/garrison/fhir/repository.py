@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.audit.records import AuditRecord
 from garrison.db.bulk import insert_rows
-from garrison.db.engine import is_postgres
+from garrison.db.engine import DriverStatement, is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
     BadRequest,
@@ -52,18 +52,10 @@ from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search
 from garrison.fhir.validation import validator_for
 from garrison.settings import Settings
 
-_RESOURCE_COLUMNS = (
-    resource.c.resource_type,
-    resource.c.id,
-    resource.c.version_id,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.content,
-)
-# Built once with bind parameters: the hottest statement of the API skips statement building and
-# SQLAlchemy's cache-key walk on every request.
-_CURRENT_ROW = select(*_RESOURCE_COLUMNS).where(
-    resource.c.resource_type == bindparam("resource_type"), resource.c.id == bindparam("resource_id")
+# The hottest statement of the API, on the driver's cursor (see DriverStatement).
+_CURRENT_ROW = DriverStatement(
+    "SELECT resource_type, id, version_id, last_updated, deleted, content FROM resource"
+    " WHERE resource_type = :resource_type AND id = :resource_id"
 )
 
 
@@ -159,10 +151,12 @@ class Repository:
     def get_current(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current version (possibly a tombstone), or None if it never existed."""
         self.flush()
-        row = self.connection.execute(
-            _CURRENT_ROW, {"resource_type": resource_type, "resource_id": resource_id}
-        ).first()
-        return StoredResource(*row) if row else None
+        key = {"resource_type": resource_type, "resource_id": resource_id}
+        row = _CURRENT_ROW.first(self.connection, key)
+        if row is None:
+            return None
+        found_type, found_id, version_id, last_updated, deleted, content = row
+        return StoredResource(found_type, found_id, version_id, last_updated, bool(deleted), content)
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         # https://hl7.org/fhir/R4/http.html#read

@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
 from garrison.clock import now
-from garrison.db.engine import is_postgres
+from garrison.db.engine import DriverStatement, is_postgres
 from garrison.db.schema import CONSENT_GENERATION_ROW, consent_generation, resource, search_reference
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent import ETH, ConsentPolicy, ConsentQuestion, Label
@@ -89,7 +89,7 @@ _CONSENTS = (
     )
     .where(resource.c.resource_type == "Consent", resource.c.deleted == false())
 )
-_STAMP = select(consent_generation.c.stamp).where(consent_generation.c.id == CONSENT_GENERATION_ROW)
+_STAMP = DriverStatement("SELECT stamp FROM consent_generation WHERE id = :id")  # every request
 
 
 def bump_consent_generation(connection: Connection) -> None:
@@ -208,7 +208,8 @@ class ConsentCache:
 
     def _compiled(self, connection: Connection) -> _Compiled:
         # The stamp first, then the Consents: the order the module docstring relies on.
-        stamp = connection.execute(_STAMP).scalar_one_or_none()
+        found = _STAMP.first(connection, {"id": CONSENT_GENERATION_ROW})
+        stamp: str | None = found[0] if found is not None else None
         if stamp is None:
             # The row is gone (an emptied table, until the next Consent write puts it back):
             # there is nothing to key a cache on, so read the Consents as they are.
