@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,16 +22,10 @@ import httpx
 from common import (
     Databases,
     backends_of,
-    garrison_env,
     print_table,
-    register_backend_client,
 )
-from garrison.db.engine import make_engine
-from garrison.db.migrate import upgrade
-from garrison.settings import Settings
-from garrison.web.app import create_app
 from population import Population
-from profile_requests import BASE, ORIGIN, asgi_authorization, load
+from profile_requests import ORIGIN, app_in_process, asgi_authorization, load
 
 
 async def call(app: Any, path: str, authorization: str) -> None:
@@ -60,14 +52,7 @@ async def call(app: Any, path: str, authorization: str) -> None:
 
 async def measure(backend: str, patients: int, requests: int) -> list[str]:
     with Databases() as databases:
-        url = databases.new(backend)
-        data_dir = Path(tempfile.mkdtemp(prefix="garrison-cpu-", dir=databases.scratch))
-        settings = Settings(database_url=url, data_dir=data_dir, base_url=BASE)
-        engine = make_engine(settings.resolved_database_url())
-        upgrade(engine)
-        engine.dispose()
-        client_id, key = register_backend_client(garrison_env(url, data_dir, BASE), data_dir)
-        app = create_app(settings)
+        app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
             authorization = await asgi_authorization(client, client_id, key)
             references, _ = await load(client, {"Authorization": authorization}, Population(), patients)

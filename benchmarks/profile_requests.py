@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import httpx
 from joserfc.jwk import ECKey
 from sqlalchemy import Engine, event
+from starlette.applications import Starlette
 
 from bench_ingest import _locations
 from common import (
@@ -113,6 +114,19 @@ async def load(client: httpx.AsyncClient, headers: dict[str, str], population: P
         references += refs
         loaded.append((refs[generated.patient_entry].split("/")[1], generated.observation_codes))
     return references, loaded
+
+
+def app_in_process(databases: Databases, backend: str, prefix: str) -> tuple[Starlette, str, ECKey]:
+    """A migrated database of `backend`, a registered backend client, and the ASGI application
+    over it in this process: (app, client id, client key)."""
+    url = databases.new(backend)
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=databases.scratch))
+    settings = Settings(database_url=url, data_dir=data_dir, base_url=BASE)
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    engine.dispose()
+    client_id, key = register_backend_client(garrison_env(url, data_dir, BASE), data_dir)
+    return create_app(settings), client_id, key
 
 
 async def asgi_authorization(client: httpx.AsyncClient, client_id: str, key: ECKey) -> str:
@@ -314,14 +328,7 @@ def top_functions(stats: pstats.Stats, top: int) -> str:
 async def run(args: argparse.Namespace) -> None:
     population = Population()
     with Databases() as databases:
-        url = databases.new(args.backend)
-        data_dir = Path(tempfile.mkdtemp(prefix="garrison-profile-", dir=databases.scratch))
-        settings = Settings(database_url=url, data_dir=data_dir, base_url=BASE)
-        engine = make_engine(settings.resolved_database_url())
-        upgrade(engine)
-        engine.dispose()
-        client_id, key = register_backend_client(garrison_env(url, data_dir, BASE), data_dir)
-        app = create_app(settings)
+        app, client_id, key = app_in_process(databases, args.backend, "garrison-profile-")
         api = fhir_api_of(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:

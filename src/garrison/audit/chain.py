@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from garrison.audit.records import AuditRecord, Outcome
 from garrison.audit.schema import audit_log
-from garrison.db.engine import driver_errors
+from garrison.db.bulk import insert_rows
+from garrison.db.engine import DriverStatement, driver_errors
 
 GENESIS = "0" * 64  # the prev_hash of seq 1
 # pg_advisory_xact_lock key of the audit chain: the ASCII bytes of "garrAUDT" (fits a signed bigint).
@@ -101,13 +102,17 @@ def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) 
     return digest.hexdigest()
 
 
-_TAIL = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+# Every API read ends with an append, which reads the tail first: on the driver's cursor.
+_TAIL = DriverStatement("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
 
 
 def chain_tail(connection: Connection) -> tuple[int, str]:
     """(seq, hash) of the last row, or (0, GENESIS) for an empty log."""
-    row = connection.execute(_TAIL).first()
-    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+    return _tail_of(_TAIL.first(connection, {}))
+
+
+def _tail_of(row: Sequence[Any] | None) -> tuple[int, str]:
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
 _LOCK_SQL = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"  # serialises chain writers (PostgreSQL)
@@ -119,20 +124,9 @@ def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]])
         return (0, 0)
     if connection.dialect.name == "postgresql":
         return _append_postgres(connection, encoded)
-    # The driver's cursor: every API read ends with this append, and SQLAlchemy's statement
-    # machinery cost more than SQLite's own work here.
-    raw = connection.connection.driver_connection
-    assert raw is not None, "a live SQLite connection"
-    cursor = raw.cursor()
-    try:
-        with driver_errors(_RAW_TAIL):
-            found = cursor.execute(_RAW_TAIL).fetchone()
-        seq, prev = (0, GENESIS) if found is None else (int(found[0]), str(found[1]))
-        rows = _linked(encoded, seq, prev)
-        with driver_errors(_SQLITE_INSERT):
-            cursor.executemany(_SQLITE_INSERT, rows)
-    finally:
-        cursor.close()
+    seq, prev = chain_tail(connection)
+    rows = _linked(encoded, seq, prev)
+    insert_rows(connection, audit_log, rows)
     return (seq + 1, seq + len(rows))
 
 
@@ -147,12 +141,8 @@ def _linked(encoded: Sequence[Mapping[str, Any]], seq: int, prev: str) -> list[d
     return rows
 
 
-_RAW_TAIL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
 _PG_INSERT = "INSERT INTO audit_log ({}) VALUES ({})".format(
     ", ".join(c.name for c in audit_log.columns), ", ".join(f"%({c.name})s" for c in audit_log.columns)
-)
-_SQLITE_INSERT = "INSERT INTO audit_log ({}) VALUES ({})".format(
-    ", ".join(c.name for c in audit_log.columns), ", ".join(f":{c.name}" for c in audit_log.columns)
 )
 
 
@@ -165,9 +155,8 @@ def _append_postgres(connection: Connection, encoded: Sequence[Mapping[str, Any]
     assert raw is not None, "a live PostgreSQL connection"
     with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
         locking.execute(_LOCK_SQL)
-        cursor.execute(_RAW_TAIL)
-        found = cursor.fetchone()  # syncs the pipeline: lock, then tail
-        seq, prev = (0, GENESIS) if found is None else (int(found[0]), str(found[1]))
+        cursor.execute(_TAIL.postgresql)
+        seq, prev = _tail_of(cursor.fetchone())  # syncs the pipeline: lock, then tail
         rows = _linked(encoded, seq, prev)
         cursor.executemany(_PG_INSERT, rows)
     return (seq + 1, seq + len(rows))

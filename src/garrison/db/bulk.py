@@ -24,20 +24,28 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if not rows:
         return
     columns = tuple(rows[0])
-    values = ([row[c] for c in columns] for row in rows)
+    insert_tuples(connection, table.name, columns, [[row[c] for c in columns] for row in rows])
+
+
+def insert_tuples(
+    connection: Connection, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """`insert_rows` for rows already in `columns` order."""
+    if not rows:
+        return
     if is_postgres(connection):
-        copy_tuples(connection, table.name, columns, values)
+        copy_tuples(connection, table_name, columns, rows)
         return
     # The driver's own executemany: SQLAlchemy's per-row parameter processing cost more than
     # SQLite's inserts of a Bundle's index rows.
     raw = connection.connection.driver_connection
     assert raw is not None, "a live SQLite connection"
     marks = ", ".join("?" for _ in columns)
-    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+    statement = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({marks})"
     cursor = raw.cursor()
     try:
         with driver_errors(statement):
-            cursor.executemany(statement, values)
+            cursor.executemany(statement, rows)
     finally:
         cursor.close()
 

@@ -48,20 +48,19 @@ def ensure_indexes(engine: Engine) -> list[str]:
         return []
     log.info("building %d search indexes", len(missing))
     started = time.perf_counter()
-    if not is_postgres(engine):
-        with write_transaction(engine) as connection:
+    if is_postgres(engine):
+
+        def build(index: Index) -> None:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
+                index.create(connection, checkfirst=True)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(build, missing))
+    else:
+        with write_transaction(engine) as connection:  # SQLite: one writer
             for index in missing:
                 index.create(connection, checkfirst=True)
-        log.info("built %d search indexes in %.1f s", len(missing), time.perf_counter() - started)
-        return [str(index.name) for index in missing]
-
-    def build(index: Index) -> None:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
-            index.create(connection, checkfirst=True)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(build, missing))
     log.info("built %d search indexes in %.1f s", len(missing), time.perf_counter() - started)
     return [str(index.name) for index in missing]
 

@@ -25,7 +25,7 @@ import orjson
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from garrison.db.bulk import copy_tuples
+from garrison.db.bulk import insert_tuples
 from garrison.db.engine import is_postgres, make_engine, write_transaction
 from garrison.db.indexes import built_after_load
 from garrison.db.schema import INDEX_TABLES, metadata
@@ -207,22 +207,8 @@ def _columns_of(table_name: str) -> tuple[str, ...]:
 
 
 def _insert_first_versions(connection: Connection, prepared: list[PreparedVersion]) -> None:
-    if not prepared:
-        return
-    postgres = is_postgres(connection)
     for table_name, rows in _rows(prepared):
-        if not rows:
-            continue
-        columns = _columns_of(table_name)
-        if postgres:
-            copy_tuples(connection, table_name, columns, rows)
-            continue
-        raw = connection.connection.driver_connection
-        assert raw is not None
-        marks = ", ".join("?" for _ in columns)
-        cursor = raw.cursor()
-        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({marks})", rows)
-        cursor.close()
+        insert_tuples(connection, table_name, _columns_of(table_name), rows)
 
 
 def _update_existing(
