@@ -28,7 +28,7 @@ from garrison.audit.chain import AuditRow, decode_row
 from garrison.audit.schema import audit_log
 from garrison.audit.verify import VerifyReport, verify_audit
 from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT
-from garrison.db.engine import read_transaction, write_transaction
+from garrison.db.engine import read_transaction, snapshot_transaction, write_transaction
 from garrison.identity.accounts import create_account
 from garrison.identity.model import Account, Kind
 from garrison.oauth.clients import register_client
@@ -361,7 +361,7 @@ def audit_after(engine: Engine, seq: int) -> list[AuditRow]:
 
 def verify_chain(engine: Engine) -> VerifyReport:
     """`garrison audit verify` without checkpoints or anchors: the hash chain itself."""
-    with read_transaction(engine) as conn:
+    with snapshot_transaction(engine) as conn:
         return verify_audit(conn, Ed25519PrivateKey.generate().public_key(), None)
 
 

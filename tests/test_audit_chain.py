@@ -28,7 +28,7 @@ from garrison.audit.records import AuditRecord
 from garrison.audit.schema import audit_checkpoint, audit_log, guard_installed
 from garrison.audit.sink import AuditSink, AuditSinkClosed, _Pending
 from garrison.audit.verify import verify_audit
-from garrison.db.engine import make_engine, read_transaction, write_transaction
+from garrison.db.engine import make_engine, read_transaction, snapshot_transaction, write_transaction
 from garrison.db.schema import metadata
 
 
@@ -191,7 +191,7 @@ def test_concurrent_writers_make_one_unbroken_chain(engine: Engine) -> None:
     assert errors == []
     rows = all_rows(engine)
     assert [r["seq"] for r in rows] == list(range(1, 181))
-    with read_transaction(engine) as connection:
+    with snapshot_transaction(engine) as connection:
         report = verify_audit(connection, [], anchors=[])
     assert report.ok, report.problems
     # each transaction's two records are adjacent: seq order is commit order
@@ -255,7 +255,7 @@ def test_sink_commits_waiting_reads_together(engine: Engine) -> None:
         assert sink.commits == 3  # the first call, the blocked one, then the nine that queued together
     rows = all_rows(engine)
     assert len(rows) == 21
-    with read_transaction(engine) as connection:
+    with snapshot_transaction(engine) as connection:
         assert verify_audit(connection, [], anchors=[]).ok
 
 

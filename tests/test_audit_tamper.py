@@ -45,7 +45,7 @@ from garrison.audit.verify import (
     VerifyReport,
     verify_audit,
 )
-from garrison.db.engine import read_transaction, write_transaction
+from garrison.db.engine import read_transaction, snapshot_transaction, write_transaction
 
 ROWS = 60
 CHECKPOINTS = (30, 60)
@@ -255,7 +255,7 @@ MUTATIONS: list[Callable[[Connection, random.Random, Chain], Expectation]] = [
 
 def test_intact_log_verifies(chain: Chain, tmp_path: Path) -> None:
     public = load_public_key(public_key_file(tmp_path / "audit-signing-key.pem"))
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         report = verify_audit(connection, public, chain.anchors)
     assert report.ok, report.problems
     assert (report.records, report.last_seq, report.checkpoints, report.anchors) == (ROWS, ROWS, 2, 2)
@@ -277,7 +277,7 @@ def test_random_tampering_is_always_detected_and_named(chain: Chain) -> None:
         named_seqs = {s for p in report.problems for s in p.seqs()}
         assert named_seqs <= expected.touched, label
     assert len(kinds) >= 100
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         assert verify(connection, chain).ok  # every mutation was rolled back
 
 
@@ -316,20 +316,20 @@ def test_forged_or_edited_checkpoints_fail_their_signature(chain: Chain) -> None
         Checkpoint(a.upto_seq, "0" * 64, a.signed_at, a.key_id, a.signature) if a.upto_seq == 60 else a
         for a in chain.anchors
     ]
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         report = verify(connection, chain, anchors=edited)
     assert (BAD_SIGNATURE, 60) in report.named()
 
 
 def test_checkpoints_need_the_right_key(chain: Chain) -> None:
     stranger = SigningKey.generate()
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         report = verify_audit(connection, stranger.public_key, chain.anchors)
     assert report.named() == {(UNKNOWN_KEY, 30), (UNKNOWN_KEY, 60)}
 
 
 def test_the_anchor_file_and_the_database_must_agree(chain: Chain, tmp_path: Path) -> None:
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         report = verify(connection, chain, anchors=chain.anchors[1:])
         assert report.named() == {(CHECKPOINT_NOT_ANCHORED, 30)}
         # A checkpoint newer than every anchor may have been made after the file was read.
@@ -342,7 +342,7 @@ def test_the_anchor_file_and_the_database_must_agree(chain: Chain, tmp_path: Pat
     assert report.ok
     assert len(report.warnings) == 2
     # Without any anchor file, the verifier says what it could not check.
-    with read_transaction(chain.engine) as connection:
+    with snapshot_transaction(chain.engine) as connection:
         report = verify_audit(connection, chain.key.public_key, None)
     assert report.ok and report.anchors is None and report.warnings
 

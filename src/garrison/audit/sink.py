@@ -19,9 +19,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from garrison.audit.chain import append_encoded, encode_record
+from garrison.audit.chain import append_committed, encode_record
 from garrison.audit.records import AuditRecord
-from garrison.db.engine import write_transaction
 
 
 class AuditSinkClosed(RuntimeError):
@@ -134,6 +133,5 @@ class AuditSink:
                     self._idle.notify_all()
 
     def _write(self, batch: list[_Pending]) -> None:
-        with write_transaction(self._engine) as connection:
-            append_encoded(connection, [row for item in batch for row in item.rows])
+        append_committed(self._engine, [row for item in batch for row in item.rows])
         self.commits += 1

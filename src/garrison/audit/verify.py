@@ -434,7 +434,7 @@ def verify_audit(
 
     `public_key`: the checkpoint key (or keys, after a rotation). `anchors`: the checkpoints read
     from the anchor file (`read_anchors`), or None when there is none to compare with (a warning).
-    Read-only; run it in one read transaction for a consistent snapshot.
+    Read-only; run it in a `snapshot_transaction` (one snapshot, and the walk streams its rows).
     """
     keys = public_keys_by_id(public_key)
     checkpoints = stored_checkpoints(connection)

@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from garrison.audit.records import Outcome
-from garrison.db.engine import is_postgres, make_engine, read_transaction, write_transaction
+from garrison.db.engine import (
+    make_engine,
+    read_transaction,
+    snapshot_transaction,
+    write_transaction,
+)
 from garrison.db.migrate import upgrade
 from garrison.settings import Settings
 
@@ -60,12 +65,9 @@ def verify_command(public_key: Path | None, anchors: Path | None) -> None:
     except AnchorFileError as error:
         click.echo(f"audit log NOT verified: {error}")
         raise SystemExit(1) from None
-    with engine.connect() as plain:
-        # One snapshot for the whole walk (PostgreSQL's default gives each statement its own).
-        options = {"isolation_level": "REPEATABLE READ"} if is_postgres(engine) else {}
-        with plain.execution_options(**options).begin():
-            report = verify_audit(plain, keys, anchor_list)
-            guards = guard_installed(plain)
+    with snapshot_transaction(engine) as plain:  # one snapshot for the whole walk
+        report = verify_audit(plain, keys, anchor_list)
+        guards = guard_installed(plain)
     unguarded = [table for table, count in guards.items() if count == 0]
     if not keys:
         click.echo(f"warning: no public key at {key_path}; checkpoints cannot be trusted")

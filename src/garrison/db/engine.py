@@ -297,6 +297,25 @@ def is_write_transaction(connection: Connection) -> bool:
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """A read-only transaction giving one consistent snapshot."""
-    with engine.connect() as connection, connection.begin():
-        yield connection
+    """A read-only unit of work. On SQLite, one transaction: one consistent snapshot.
+
+    On PostgreSQL its statements run in autocommit. Garrison runs at READ COMMITTED, where each
+    statement takes its own snapshot inside a transaction too, so BEGIN and COMMIT would only add
+    two round trips to every API read. Writes belong in `write_transaction`."""
+    with engine.connect() as connection:
+        if is_postgres(connection):
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+            return
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def snapshot_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction in which every statement sees the same snapshot (PostgreSQL:
+    REPEATABLE READ). For long reads that must agree with themselves, such as an export or an
+    audit verification; server-side cursors (`yield_per`) need a transaction too."""
+    options = {"isolation_level": "REPEATABLE READ"} if is_postgres(engine) else {}
+    with engine.connect() as plain, plain.execution_options(**options).begin():
+        yield plain

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, bindparam, delete, select
 
 from garrison.db.bulk import insert_rows
-from garrison.db.engine import read_transaction, write_transaction
+from garrison.db.engine import snapshot_transaction, write_transaction
 from garrison.db.schema import INDEX_TABLES, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
@@ -162,7 +162,7 @@ def export_ndjson(
     """Write one `<Type>.ndjson` per resource type holding every current (not deleted) resource."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
-    with read_transaction(engine) as connection:
+    with snapshot_transaction(engine) as connection:
         query = (
             select(resource.c.resource_type, resource.c.content)
             .where(resource.c.deleted.is_(False))
