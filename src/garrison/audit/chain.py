@@ -156,8 +156,8 @@ def _append_postgres(
     raw = connection.connection.driver_connection
     assert raw is not None, "a live PostgreSQL connection"
     with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
-        locking.execute(_LOCK_SQL)
-        cursor.execute(_TAIL.postgresql)
+        locking.execute(_LOCK_SQL, prepare=True)
+        cursor.execute(_TAIL.postgresql, prepare=True)
         seq, prev = _tail_of(cursor.fetchone())  # syncs the pipeline: lock, then tail
         rows = _linked(encoded, seq, prev)
         cursor.executemany(_PG_INSERT, rows)

@@ -42,8 +42,8 @@ class DriverStatement:
 
     SQLAlchemy's execution of even a prebuilt statement costs tens of microseconds per call;
     a read by id runs a few such statements. Written once with `:name` parameters; PostgreSQL
-    gets them as `%(name)s`. Values come back as the driver gives them (SQLite: 0/1 for booleans).
-    """
+    gets them as `%(name)s`, as prepared statements (planning one cost PostgreSQL more than
+    running it). Values come back as the driver gives them (SQLite: 0/1 for booleans)."""
 
     def __init__(self, sql: str) -> None:
         self.sqlite = sql
@@ -53,11 +53,16 @@ class DriverStatement:
         """The first row, or None; inside the connection's transaction."""
         raw = connection.connection.driver_connection
         assert raw is not None, "a live connection"
-        sql = self.postgresql if is_postgres(connection) else self.sqlite
+        postgres = is_postgres(connection)
+        sql = self.postgresql if postgres else self.sqlite
         cursor = raw.cursor()
         try:
             with driver_errors(sql):
-                cursor.execute(sql, params)
+                if postgres:
+                    # Prepared: parsed and planned once per connection, not at every request.
+                    cursor.execute(sql, params, prepare=True)
+                else:
+                    cursor.execute(sql, params)
                 row = cursor.fetchone()
         finally:
             cursor.close()
@@ -86,18 +91,23 @@ def make_engine(url: str, *, pool_size: int = 10, background_checkpoints: bool =
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    # Search SQL is skewed per value (one patient vs all): PostgreSQL's generic plans for
-    # prepared statements scan whole indexes, so plan each execution for its parameters.
+    # Search SQL is skewed per value (one patient vs all): a generic plan of a prepared statement
+    # would scan whole indexes. So statements are not prepared (each is planned for its values),
+    # except the fixed primary-key lookups of `DriverStatement`, which ask for it.
     engine = create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=20,
         hide_parameters=True,
-        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        connect_args={"prepare_threshold": NEVER_PREPARE_BY_COUNT},
     )
     _ping_idle_connections(engine)
     return engine
 
+
+# psycopg prepares a statement once it has run this many times on a connection: never, in effect.
+# (None would also refuse the statements that ask for it with `prepare=True`.)
+NEVER_PREPARE_BY_COUNT = 2**62
 
 # A pooled connection unused for this long is checked with a ping before it is handed out.
 IDLE_PING_SECONDS = 5.0
