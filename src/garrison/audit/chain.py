@@ -102,8 +102,10 @@ def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) 
     return digest.hexdigest()
 
 
-# Every API read ends with an append, which reads the tail first: on the driver's cursor.
-_TAIL = DriverStatement("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+# Every API read ends with an append, which reads the tail first: on the driver's cursor. Not
+# prepared: the log starts empty, and a plan made then (a scan of the whole table) would be kept
+# while the log grows, until PostgreSQL next analyses it.
+_TAIL = DriverStatement("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", prepared=False)
 
 
 def chain_tail(connection: Connection) -> tuple[int, str]:
@@ -157,7 +159,7 @@ def _append_postgres(
     assert raw is not None, "a live PostgreSQL connection"
     with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
         locking.execute(_LOCK_SQL, prepare=True)
-        cursor.execute(_TAIL.postgresql, prepare=True)
+        cursor.execute(_TAIL.postgresql, prepare=_TAIL.prepared)
         seq, prev = _tail_of(cursor.fetchone())  # syncs the pipeline: lock, then tail
         rows = _linked(encoded, seq, prev)
         cursor.executemany(_PG_INSERT, rows)

@@ -45,9 +45,12 @@ class DriverStatement:
     gets them as `%(name)s`, as prepared statements (planning one cost PostgreSQL more than
     running it). Values come back as the driver gives them (SQLite: 0/1 for booleans)."""
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, *, prepared: bool = True) -> None:
         self.sqlite = sql
         self.postgresql = re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+        # A prepared statement keeps the plan chosen when it was prepared until the table is next
+        # analysed: not for a query whose best plan changes as a fresh table grows.
+        self.prepared = prepared
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row, or None; inside the connection's transaction."""
@@ -60,7 +63,7 @@ class DriverStatement:
             with driver_errors(sql):
                 if postgres:
                     # Prepared: parsed and planned once per connection, not at every request.
-                    cursor.execute(sql, params, prepare=True)
+                    cursor.execute(sql, params, prepare=self.prepared)
                 else:
                     cursor.execute(sql, params)
                 row = cursor.fetchone()
