@@ -13,10 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from garrison.db import engine as engine_module
-from garrison.db.engine import is_write_transaction, make_engine, read_transaction, write_transaction
+from garrison.db.engine import (
+    DriverStatement,
+    is_write_transaction,
+    make_engine,
+    read_transaction,
+    snapshot_transaction,
+    write_transaction,
+)
 from tests.pg_cluster import PgCluster
 
 
@@ -169,6 +176,64 @@ def test_postgres_idle_connection_is_pinged_and_replaced(
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def _pg_engine(pg_cluster: PgCluster, name: str) -> Engine:
+    return make_engine(
+        pg_cluster.create_database(f"garrison_{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
+        pool_size=1,
+    )
+
+
+def _clock_moves(connection: Connection, statement: str) -> bool:
+    """Whether `now()` (the transaction's start) moves between two statements."""
+    first = connection.execute(text(statement)).scalar()
+    time.sleep(0.01)
+    return bool(connection.execute(text(statement)).scalar() != first)
+
+
+def test_postgres_reads_run_statement_by_statement(pg_cluster: PgCluster) -> None:
+    # read_transaction: each statement its own transaction (no BEGIN/COMMIT round trips), so
+    # now() moves; snapshot_transaction: one REPEATABLE READ transaction, so it stands still.
+    engine = _pg_engine(pg_cluster, "reads")
+    try:
+        with read_transaction(engine) as connection:
+            assert _clock_moves(connection, "SELECT now()")
+            raw = connection.connection.driver_connection
+            assert raw is not None and raw.info.transaction_status.name == "IDLE"
+        with snapshot_transaction(engine) as connection:
+            assert not _clock_moves(connection, "SELECT now()")
+            isolation = connection.execute(text("SHOW transaction_isolation")).scalar()
+            assert isolation == "repeatable read"
+        with write_transaction(engine) as connection:
+            assert not _clock_moves(connection, "SELECT now()")
+        # The pooled connection is back in its default mode for the next user.
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None and raw.autocommit is False
+    finally:
+        engine.dispose()
+
+
+def test_postgres_prepares_only_driver_statements(pg_cluster: PgCluster) -> None:
+    # Fixed primary-key lookups are prepared once per connection; everything else (searches
+    # above all) is planned for its values at every execution, so never prepared.
+    engine = _pg_engine(pg_cluster, "prepared")
+    lookup = DriverStatement("SELECT 1 WHERE :value = 'a'")
+    growing = DriverStatement("SELECT 2 WHERE :value = 'a'", prepared=False)
+    try:
+        with read_transaction(engine) as connection:
+            for _ in range(10):
+                assert lookup.first(connection, {"value": "a"}) == (1,)
+                assert growing.first(connection, {"value": "b"}) is None
+                connection.execute(text("SELECT 3 WHERE :value = 'a'"), {"value": "a"})
+            prepared = {
+                " ".join(str(row[0]).split())
+                for row in connection.execute(text("SELECT statement FROM pg_prepared_statements"))
+            }
+        assert prepared == {"SELECT 1 WHERE $1 = 'a'"}
+    finally:
+        engine.dispose()
 
 
 def _checkpointer_threads() -> int:
