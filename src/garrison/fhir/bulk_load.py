@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
+from garrison.fhir.search.indexer import index_tuples
 from garrison.settings import Settings
 
 CHUNK_LINES = 2000
@@ -57,10 +57,6 @@ class _Chunk:
     origin: str
     first_line: int
     lines: list[bytes]
-
-
-def _index_columns(table_name: str) -> tuple[str, ...]:
-    return tuple(c.name for c in INDEX_TABLES[table_name].columns)
 
 
 # Per-process state of a worker (set by _init_worker; a process serves one load).
@@ -188,14 +184,9 @@ def _rows(prepared: list[PreparedVersion]) -> Iterator[tuple[str, list[tuple[Any
             for p in prepared
         ],
     )
-    for table_name in INDEX_TABLES:
-        # The indexer's row dicts carry every column after resource_type and resource_id.
-        values_of = itemgetter(*_index_columns(table_name)[2:])
-        rows: list[tuple[Any, ...]] = []
-        for p in prepared:
-            prefix = (p.stored.resource_type, p.stored.id)
-            rows.extend(prefix + values_of(row) for row in p.index_rows.by_table.get(table_name, ()))
-        yield INDEX_TABLES[table_name].name, rows
+    owned = ((p.stored.resource_type, p.stored.id, p.index_rows) for p in prepared)
+    for key, rows in index_tuples(owned).items():
+        yield INDEX_TABLES[key].name, rows
 
 
 def _columns_of(table_name: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.audit.records import AuditRecord
-from garrison.db.bulk import insert_rows
+from garrison.db.bulk import insert_rows, insert_tuples
 from garrison.db.engine import DriverStatement, is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
@@ -47,7 +47,7 @@ from garrison.fhir.authz.labels import compartment_patients, security_labels
 from garrison.fhir.authz.policy import Interaction
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import ID_PATTERN, StoredResource, dumps, format_instant, new_id, utc_now
-from garrison.fhir.search.indexer import IndexRows, indexer_for
+from garrison.fhir.search.indexer import INDEX_COLUMNS, IndexRows, index_tuples, indexer_for
 from garrison.fhir.search.query import SearchPage, SearchRequest, execute_search, find_matching_ids
 from garrison.fhir.validation import validator_for
 from garrison.settings import Settings
@@ -629,15 +629,6 @@ class Repository:
                     ),
                     [{"rtype": p.stored.resource_type, "rid": p.stored.id} for p in replaced],
                 )
-        rows_by_table: dict[str, list[dict[str, Any]]] = {}
-        for p in pending:
-            if p.index_rows is None:
-                continue
-            for table_name, rows in p.index_rows.by_table.items():
-                target = rows_by_table.setdefault(table_name, [])
-                for row in rows:
-                    target.append(
-                        {"resource_type": p.stored.resource_type, "resource_id": p.stored.id, **row}
-                    )
-        for table_name, rows in rows_by_table.items():
-            insert_rows(self.connection, INDEX_TABLES[table_name], rows)
+        owned = ((p.stored.resource_type, p.stored.id, p.index_rows) for p in pending)
+        for key, rows in index_tuples(owned).items():
+            insert_tuples(self.connection, INDEX_TABLES[key].name, INDEX_COLUMNS[key], rows)

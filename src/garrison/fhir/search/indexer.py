@@ -46,15 +46,17 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, cast
 
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.engine.nodes import FP_DateTime, ResourceNode
 from fhirpathpy.models import models
 
+from garrison.db.schema import INDEX_TABLES
 from garrison.fhir.definitions import Definitions, SearchParam, split_union
 from garrison.fhir.search.fastpaths import (
     Accessor,
@@ -90,6 +92,26 @@ class IndexRows:
 
     def count(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
+
+
+# The columns of each index table, in order: resource_type, resource_id, then what a row dict holds.
+INDEX_COLUMNS = {key: tuple(c.name for c in table.columns) for key, table in INDEX_TABLES.items()}
+_ROW_VALUES = {key: itemgetter(*columns[2:]) for key, columns in INDEX_COLUMNS.items()}
+
+
+def index_tuples(owned: Iterable[tuple[str, str, IndexRows | None]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The index rows of many resources, given as (resource_type, id, rows), per INDEX_TABLES key
+    and in `INDEX_COLUMNS` order: ready for `garrison.db.bulk.insert_tuples`. Tuples straight from
+    the row dicts: a Bundle writes thousands of rows while holding the write lock."""
+    by_table: dict[str, list[tuple[Any, ...]]] = {}
+    for resource_type, resource_id, rows in owned:
+        if rows is None:
+            continue
+        prefix = (resource_type, resource_id)
+        for key, table_rows in rows.by_table.items():
+            values_of = _ROW_VALUES[key]
+            by_table.setdefault(key, []).extend(prefix + values_of(row) for row in table_rows)
+    return by_table
 
 
 class _FhirpathEvaluator:
