@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +40,22 @@ class StoredResource:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A server-assigned id: a version 7 UUID (RFC 9562 section 5.7), the Unix time in
+    milliseconds in its first 48 bits and 74 random bits after.
+
+    New ids sort after older ones, so the rows a write adds to the primary keys and the
+    (type, id) indexes land at the end of each B-tree instead of on a random page each: a
+    Bundle of a few hundred resources dirties a few pages per index, not hundreds."""
+    millis = time.time_ns() // 1_000_000
+    random = secrets.randbits(74)
+    value = (
+        (millis & _48_BITS) << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62 | (random & _62_BITS)
+    )
+    return str(uuid.UUID(int=value))
+
+
+_48_BITS = (1 << 48) - 1
+_62_BITS = (1 << 62) - 1
 
 
 def utc_now() -> datetime:
