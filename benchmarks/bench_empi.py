@@ -95,8 +95,8 @@ def _measure(
                 missed[kind] += 1
     alike: dict[str, Counter[str]] = {}
     for pair, kind in look_alikes.items():
-        grade = grade_for(probability.get(pair, 0.0))
-        alike.setdefault(kind, Counter())[grade.value if grade else "not returned"] += 1
+        graded = grade_for(probability.get(pair, 0.0))
+        alike.setdefault(kind, Counter())[graded.value if graded else "not returned"] += 1
     return Accuracy(
         source=source,
         patients=patients,

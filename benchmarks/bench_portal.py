@@ -336,7 +336,7 @@ def run(
                 t.start()
             for t in threads:
                 t.join(timeout=seconds + 300)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for route in sorted(figures.server_ms):
         server_values = [v for v in figures.server_ms[route] if v == v]
         rows.append(
@@ -348,7 +348,7 @@ def run(
                 "client_p95_ms": round(percentile(figures.client_ms[route], 95), 1),
             }
         )
-    booking = {
+    booking: dict[str, Any] = {
         "bookings": len(figures.booking_ms),
         "p50_ms": round(percentile(figures.booking_ms, 50), 1) if figures.booking_ms else None,
         "p95_ms": round(percentile(figures.booking_ms, 95), 1) if figures.booking_ms else None,

@@ -50,6 +50,7 @@ step() {
 
 step "ruff" .venv/bin/ruff check src tests benchmarks
 step "mypy" .venv/bin/mypy
+step "mypy (benchmarks)" .venv/bin/mypy benchmarks
 step "pytest" .venv/bin/pytest -n "${GARRISON_TEST_WORKERS:-2}" --durations=10 "$@"
 
 if [ "${#failed[@]}" -gt 0 ]; then
