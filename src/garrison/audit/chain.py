@@ -117,7 +117,7 @@ def _tail_of(row: Sequence[Any] | None) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
-_LOCK_SQL = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"  # serialises chain writers (PostgreSQL)
+_LOCK = DriverStatement(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")  # chain writers (PostgreSQL)
 
 
 def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
@@ -158,8 +158,8 @@ def _append_postgres(
     raw = connection.connection.driver_connection
     assert raw is not None, "a live PostgreSQL connection"
     with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
-        locking.execute(_LOCK_SQL, prepare=True)
-        cursor.execute(_TAIL.postgresql, prepare=_TAIL.prepared)
+        _LOCK.send(locking, {})
+        _TAIL.send(cursor, {})
         seq, prev = _tail_of(cursor.fetchone())  # syncs the pipeline: lock, then tail
         rows = _linked(encoded, seq, prev)
         cursor.executemany(_PG_INSERT, rows)

@@ -62,14 +62,18 @@ class DriverStatement:
         try:
             with driver_errors(sql):
                 if postgres:
-                    # Prepared: parsed and planned once per connection, not at every request.
-                    cursor.execute(sql, params, prepare=self.prepared)
+                    self.send(cursor, params)
                 else:
                     cursor.execute(sql, params)
                 row = cursor.fetchone()
         finally:
             cursor.close()
         return None if row is None else tuple(row)
+
+    def send(self, cursor: psycopg.Cursor[Any], params: Mapping[str, Any]) -> None:
+        """PostgreSQL: execute on `cursor` (one in a pipeline, say), prepared unless this statement
+        says otherwise: parsed and planned once per connection, not at every request."""
+        cursor.execute(self.postgresql, params, prepare=self.prepared)
 
 
 def make_engine(url: str, *, pool_size: int = 10, background_checkpoints: bool = False) -> Engine:

@@ -24,22 +24,17 @@ import orjson
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from garrison.db.bulk import insert_tuples
 from garrison.db.engine import is_postgres, make_engine, write_transaction
 from garrison.db.indexes import built_after_load
-from garrison.db.schema import INDEX_TABLES, metadata
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.jsoncodec import parse_json
-from garrison.fhir.repository import PreparedVersion, Repository, prepare_version
-from garrison.fhir.search.indexer import index_tuples
+from garrison.fhir.repository import PreparedVersion, Repository, insert_versions, prepare_version
 from garrison.settings import Settings
 
 CHUNK_LINES = 2000
-_RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted", "content")
-_HISTORY_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted", "method", "content")
 
 
 @dataclass
@@ -169,37 +164,13 @@ def _existing_keys(connection: Connection, keys: list[tuple[str, str]]) -> set[t
     return {(row[0], row[1]) for row in found}
 
 
-def _rows(prepared: list[PreparedVersion]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    yield (
-        "resource",
-        [
-            (p.stored.resource_type, p.stored.id, 1, p.stored.last_updated, False, p.stored.content)
-            for p in prepared
-        ],
-    )
-    yield (
-        "resource_history",
-        [
-            (p.stored.resource_type, p.stored.id, 1, p.stored.last_updated, False, "PUT", p.stored.content)
-            for p in prepared
-        ],
-    )
-    owned = ((p.stored.resource_type, p.stored.id, p.index_rows) for p in prepared)
-    for key, rows in index_tuples(owned).items():
-        yield INDEX_TABLES[key].name, rows
-
-
-def _columns_of(table_name: str) -> tuple[str, ...]:
-    if table_name == "resource":
-        return _RESOURCE_COLUMNS
-    if table_name == "resource_history":
-        return _HISTORY_COLUMNS
-    return tuple(c.name for c in metadata.tables[table_name].columns)
-
-
 def _insert_first_versions(connection: Connection, prepared: list[PreparedVersion]) -> None:
-    for table_name, rows in _rows(prepared):
-        insert_tuples(connection, table_name, _columns_of(table_name), rows)
+    # History says PUT: an NDJSON line keeps its id, as an update-as-create would.
+    insert_versions(
+        connection,
+        fresh=[p.stored for p in prepared],
+        versions=[(p.stored, "PUT", p.index_rows) for p in prepared],
+    )
 
 
 def _update_existing(

@@ -14,7 +14,7 @@ READ COMMITTED isolation.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.audit.records import AuditRecord
-from garrison.db.bulk import insert_rows, insert_tuples
+from garrison.db.bulk import insert_tuples
 from garrison.db.engine import DriverStatement, is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
@@ -119,6 +119,39 @@ def prepare_version(
         content=dumps(stamped),
     )
     return PreparedVersion(stored, indexer_for(definitions).index(stamped))
+
+
+# `resource` and `resource_history` rows as tuples, in these columns.
+RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "deleted", "content")
+HISTORY_COLUMNS = (*RESOURCE_COLUMNS[:-1], "method", "content")
+
+
+def insert_versions(
+    connection: Connection,
+    *,
+    fresh: Sequence[StoredResource],
+    versions: Sequence[tuple[StoredResource, str, IndexRows | None]],
+) -> None:
+    """Insert the current rows of `fresh` resources, then a history row (with its method) and
+    the index rows of each version: a few multi-row statements for a whole Bundle or chunk."""
+    insert_tuples(
+        connection,
+        resource.name,
+        RESOURCE_COLUMNS,
+        [(s.resource_type, s.id, s.version_id, s.last_updated, s.deleted, s.content) for s in fresh],
+    )
+    insert_tuples(
+        connection,
+        resource_history.name,
+        HISTORY_COLUMNS,
+        [
+            (s.resource_type, s.id, s.version_id, s.last_updated, s.deleted, method, s.content)
+            for s, method, _ in versions
+        ],
+    )
+    owned = ((s.resource_type, s.id, rows) for s, _, rows in versions)
+    for key, rows in index_tuples(owned).items():
+        insert_tuples(connection, INDEX_TABLES[key].name, INDEX_COLUMNS[key], rows)
 
 
 class Repository:
@@ -586,39 +619,6 @@ class Repository:
             raise Forbidden(f"This {resource_type} belongs to a record outside your care relationships")
 
     def _insert_history_and_index(self, pending: list[_PendingVersion]) -> None:
-        fresh = [p.stored for p in pending if p.insert_current]
-        if fresh:
-            insert_rows(
-                self.connection,
-                resource,
-                [
-                    {
-                        "resource_type": s.resource_type,
-                        "id": s.id,
-                        "version_id": s.version_id,
-                        "last_updated": s.last_updated,
-                        "deleted": s.deleted,
-                        "content": s.content,
-                    }
-                    for s in fresh
-                ],
-            )
-        insert_rows(
-            self.connection,
-            resource_history,
-            [
-                {
-                    "resource_type": p.stored.resource_type,
-                    "id": p.stored.id,
-                    "version_id": p.stored.version_id,
-                    "last_updated": p.stored.last_updated,
-                    "deleted": p.stored.deleted,
-                    "method": p.method,
-                    "content": p.stored.content,
-                }
-                for p in pending
-            ],
-        )
         replaced = [p for p in pending if p.replace_index]
         if replaced:
             for table in INDEX_TABLES.values():
@@ -629,6 +629,8 @@ class Repository:
                     ),
                     [{"rtype": p.stored.resource_type, "rid": p.stored.id} for p in replaced],
                 )
-        owned = ((p.stored.resource_type, p.stored.id, p.index_rows) for p in pending)
-        for key, rows in index_tuples(owned).items():
-            insert_tuples(self.connection, INDEX_TABLES[key].name, INDEX_COLUMNS[key], rows)
+        insert_versions(
+            self.connection,
+            fresh=[p.stored for p in pending if p.insert_current],
+            versions=[(p.stored, p.method, p.index_rows) for p in pending],
+        )
