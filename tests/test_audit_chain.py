@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -16,16 +17,15 @@ from sqlalchemy.sql.expression import Executable
 
 from garrison import clock
 from garrison.audit.chain import (
-    CHAIN_LOCK_KEY,
-    GENESIS,
     append_records,
     chain_tail,
     decode_row,
     encode_record,
+    hashed_parts,
     row_hash,
 )
 from garrison.audit.records import AuditRecord
-from garrison.audit.schema import audit_checkpoint, audit_log, guard_installed
+from garrison.audit.schema import CHAIN_LOCK_KEY, GENESIS, audit_checkpoint, audit_log, guard_installed
 from garrison.audit.sink import AuditSink, AuditSinkClosed, _Pending
 from garrison.audit.verify import verify_audit
 from garrison.db.engine import make_engine, read_transaction, snapshot_transaction, write_transaction
@@ -95,6 +95,38 @@ def test_malformed_records_are_refused() -> None:
         encode_record(make_record(detail={"when": object()}))
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"patient": None, "purpose_of_use": None, "source": None, "session": None},
+        {"actor": 'Practitioner/"quoted"\\', "detail": {"note": "Zoë \u2013 \U0001f600", "n": [1, None]}},
+        {"source": "line\nbreak\ttab\u0001", "entities": ()},
+    ],
+)
+def test_hashed_parts_around_any_seq_are_what_row_hash_hashes(changes: dict[str, object]) -> None:
+    # PostgreSQL hashes prev_hash + before + seq + after on the server (the append function);
+    # the verifier recomputes with row_hash: the bytes must be the same.
+    fields = encode_record(make_record(3, **changes))
+    before, after = hashed_parts(fields)
+    for seq in (1, 9, 10, 123_456_789_012):
+        prev = hashlib.sha256(str(seq).encode()).hexdigest()
+        server = hashlib.sha256((prev + before + str(seq) + after).encode()).hexdigest()
+        assert server == row_hash({**fields, "seq": seq}, prev)
+
+
+def test_awkward_text_is_stored_and_hashed_faithfully(engine: Engine) -> None:
+    # PostgreSQL's append function gets the rows as JSON and hashes on the server.
+    awkward = {"actor": 'Practitioner/"q"\\', "source": "Zoë \u2013 \U0001f600\n\t", "patient": None}
+    with write_transaction(engine) as connection:
+        append_records(connection, [make_record(1, **awkward), make_record(2, detail={"x": "\u0001é"})])
+    rows = all_rows(engine)
+    assert rows[0]["actor"] == awkward["actor"] and rows[0]["source"] == awkward["source"]
+    assert rows[0]["patient"] is None and orjson.loads(str(rows[1]["detail"])) == {"x": "\u0001é"}
+    for prev, row in zip([GENESIS, rows[0]["hash"]], rows, strict=True):
+        assert row["hash"] == row_hash(row, str(prev))
+
+
 def test_time_going_backwards_keeps_the_sequence(engine: Engine) -> None:
     # checklist U1: "faketime backwards jump during writes" -> no sequence gaps or duplicates.
     with write_transaction(engine) as connection:
@@ -138,9 +170,11 @@ def _trigger_sql(connection: Connection) -> set[str]:
     else:
         query = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name LIKE 'audit%'"
     found = {row[0] for row in connection.execute(text(query))}
-    if connection.dialect.name == "postgresql":  # and the guard function's body
-        body = "SELECT prosrc FROM pg_proc WHERE proname = 'garrison_audit_append_only'"
-        found |= {row[0] for row in connection.execute(text(body))}
+    if connection.dialect.name == "postgresql":  # and the guard's and the append's function bodies
+        body = "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'garrison_audit_append%'"
+        functions = {str(row[0]): str(row[1]) for row in connection.execute(text(body))}
+        assert set(functions) == {"garrison_audit_append_only", "garrison_audit_append"}
+        found |= set(functions.values())
     return found
 
 

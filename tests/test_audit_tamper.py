@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from garrison.audit.chain import GENESIS, append_records, row_hash
+from garrison.audit.chain import append_records, row_hash
 from garrison.audit.records import AuditRecord
-from garrison.audit.schema import append_only_suspended, audit_checkpoint, audit_log
+from garrison.audit.schema import GENESIS, append_only_suspended, audit_checkpoint, audit_log
 from garrison.audit.signing import (
     Checkpoint,
     SigningKey,

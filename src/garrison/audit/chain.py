@@ -9,7 +9,8 @@ Canonical JSON: UTF-8, keys sorted, no insignificant whitespace (orjson with OPT
 depends on re-encoding parsed values.
 
 Writers serialise on the chain so that `seq` order, chain order and commit order are the same:
-PostgreSQL writers take a transaction-scoped advisory lock before reading the tail; SQLite has a
+PostgreSQL writers take a transaction-scoped advisory lock before reading the tail (both inside
+one server-side function, `garrison.audit.schema.PG_APPEND_FUNCTION_SQL`); SQLite has a
 single writer already (callers use `garrison.db.engine.write_transaction`, BEGIN IMMEDIATE). The
 primary key on `seq` backs this up: a writer that raced anyway fails instead of forking the chain.
 """
@@ -26,13 +27,10 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from garrison.audit.records import AuditRecord, Outcome
-from garrison.audit.schema import audit_log
+from garrison.audit.schema import GENESIS, PG_APPEND_FUNCTION, audit_log
 from garrison.db.bulk import insert_rows
-from garrison.db.engine import DriverStatement, driver_errors, is_postgres, write_transaction
+from garrison.db.engine import DriverStatement, is_postgres, write_transaction
 
-GENESIS = "0" * 64  # the prev_hash of seq 1
-# pg_advisory_xact_lock key of the audit chain: the ASCII bytes of "garrAUDT" (fits a signed bigint).
-CHAIN_LOCK_KEY = int.from_bytes(b"garrAUDT", "big")
 OUTCOMES: frozenset[str] = frozenset({"success", "denied", "failed"})
 
 # The fields each hash covers, besides the predecessor's hash.
@@ -110,14 +108,8 @@ _TAIL = DriverStatement("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT
 
 def chain_tail(connection: Connection) -> tuple[int, str]:
     """(seq, hash) of the last row, or (0, GENESIS) for an empty log."""
-    return _tail_of(_TAIL.first(connection, {}))
-
-
-def _tail_of(row: Sequence[Any] | None) -> tuple[int, str]:
+    row = _TAIL.first(connection, {})
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
-
-
-_LOCK = DriverStatement(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")  # chain writers (PostgreSQL)
 
 
 def append_encoded(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
@@ -143,45 +135,46 @@ def _linked(encoded: Sequence[Mapping[str, Any]], seq: int, prev: str) -> list[d
     return rows
 
 
-_PG_INSERT = "INSERT INTO audit_log ({}) VALUES ({})".format(
-    ", ".join(c.name for c in audit_log.columns), ", ".join(f"%({c.name})s" for c in audit_log.columns)
-)
+# The hashed fields on either side of "seq" in canonical (sorted) key order.
+_BEFORE_SEQ = tuple(name for name in sorted(HASHED_FIELDS) if name < "seq")
+_AFTER_SEQ = tuple(name for name in sorted(HASHED_FIELDS) if name > "seq")
+_PG_APPEND = DriverStatement(f"SELECT {PG_APPEND_FUNCTION}(:rows::json)")
 
 
-def _append_postgres(
-    connection: Connection, encoded: Sequence[Mapping[str, Any]], *, commit: bool = False
-) -> tuple[int, int]:
-    """The same append in two round trips instead of five: psycopg's pipeline sends BEGIN, the
-    chain lock and the tail read together (PostgreSQL runs them in order, so the tail is read
-    after the lock is held: each READ COMMITTED statement takes its snapshot when it starts),
-    then the INSERT, and with `commit` the COMMIT too."""
-    raw = connection.connection.driver_connection
-    assert raw is not None, "a live PostgreSQL connection"
-    with driver_errors(_PG_INSERT), raw.pipeline(), raw.cursor() as locking, raw.cursor() as cursor:
-        _LOCK.send(locking, {})
-        _TAIL.send(cursor, {})
-        seq, prev = _tail_of(cursor.fetchone())  # syncs the pipeline: lock, then tail
-        rows = _linked(encoded, seq, prev)
-        cursor.executemany(_PG_INSERT, rows)
-        if commit:
-            cursor.execute("COMMIT")
-    return (seq + 1, seq + len(rows))
+def hashed_parts(fields: Mapping[str, Any]) -> tuple[str, str]:
+    """The canonical JSON that `row_hash` hashes after the predecessor's hash, split around the
+    seq's digits: `before + str(seq) + after` is that JSON for any seq."""
+    before = orjson.dumps({name: fields[name] for name in _BEFORE_SEQ}, option=orjson.OPT_SORT_KEYS)
+    after = orjson.dumps({name: fields[name] for name in _AFTER_SEQ}, option=orjson.OPT_SORT_KEYS)
+    return before[:-1].decode() + ',"seq":', "," + after[1:].decode()
+
+
+def _append_postgres(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """The same append in one statement (`PG_APPEND_FUNCTION`): the server takes the chain lock,
+    reads the tail and links the rows, so a writer holds the lock for one statement and its
+    commit, not across round trips."""
+    rows = []
+    for fields in encoded:
+        before, after = hashed_parts(fields)
+        rows.append({**fields, "hashed_before": before, "hashed_after": after})
+    row = _PG_APPEND.first(connection, {"rows": orjson.dumps(rows).decode()})
+    assert row is not None, "the append function returns the first seq"
+    first = int(row[0])
+    return (first, first + len(encoded) - 1)
 
 
 def append_committed(engine: Engine, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """Append rows made by `encode_record` in a transaction of their own, committed on return.
 
-    On PostgreSQL the INSERT and the COMMIT travel together: two round trips in all instead of
-    three. Every API read ends with this (see `garrison.audit.sink`)."""
+    On PostgreSQL that is one statement in autocommit: one round trip. Every API read ends with
+    this (see `garrison.audit.sink`)."""
     if not encoded:
         return (0, 0)
     if not is_postgres(engine):
         with write_transaction(engine) as connection:
             return append_encoded(connection, encoded)
-    # SQLAlchemy's own transaction is not begun: psycopg's pipeline holds this one. If anything
-    # fails before the COMMIT, the pool rolls the connection back as it takes it in again.
     with engine.connect() as connection:
-        return _append_postgres(connection, encoded, commit=True)
+        return _append_postgres(connection.execution_options(isolation_level="AUTOCOMMIT"), encoded)
 
 
 def append_records(connection: Connection, records: Sequence[AuditRecord]) -> None:
@@ -191,8 +184,7 @@ def append_records(connection: Connection, records: Sequence[AuditRecord]) -> No
     `garrison.db.engine.write_transaction` opens); on PostgreSQL it runs at READ COMMITTED (the
     default), so the tail read after the lock sees the last committed row. Nothing is committed
     here: the records become durable with the change they describe, or not at all.
-    Cost: one lock (PostgreSQL), one SELECT of the tail, one multi-row INSERT (on PostgreSQL
-    in two round trips).
+    Cost: on SQLite one SELECT of the tail and one multi-row INSERT; on PostgreSQL one statement.
     """
     append_encoded(connection, [encode_record(r) for r in records])
 

@@ -21,6 +21,9 @@ from sqlalchemy import DDL, BigInteger, Column, Connection, Index, String, Table
 from garrison.db.schema import metadata
 
 HASH_LEN = 64  # SHA-256, lower-case hex
+GENESIS = "0" * HASH_LEN  # the prev_hash of seq 1
+# pg_advisory_xact_lock key of the audit chain: the ASCII bytes of "garrAUDT" (fits a signed bigint).
+CHAIN_LOCK_KEY = int.from_bytes(b"garrAUDT", "big")
 
 # One row per audited event. `seq` is allocated by the writer as tail + 1 under the chain lock,
 # so seq order is chain order is commit order (see garrison.audit.chain).
@@ -64,6 +67,47 @@ audit_checkpoint = Table(
 
 APPEND_ONLY_TABLES = ("audit_log", "audit_checkpoint")
 PG_GUARD_FUNCTION = "garrison_audit_append_only"
+PG_APPEND_FUNCTION = "garrison_audit_append"
+
+# PostgreSQL appends to the chain in one statement (garrison.audit.chain): take the chain lock,
+# read the tail, and insert each row with its seq and hash, all on the server, so a writer holds
+# the lock for one statement and its commit instead of across round trips. Python sends the rows
+# as one JSON array (one parameter to encode, not one array per column): each row's columns and
+# the canonical JSON of its hashed fields in two parts, before and after the seq (`"seq":N` sorts
+# between "role" and "session"). The server hashes
+#   prev_hash || before || N || after
+# which is byte for byte what `chain.row_hash` hashes. The tail is read with EXECUTE, planned at
+# every call: a plan cached while the log was small (a scan of the whole table) would be kept
+# as it grows.
+PG_APPEND_FUNCTION_SQL = f"""CREATE OR REPLACE FUNCTION {PG_APPEND_FUNCTION}(new_rows json)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  tail_seq bigint;
+  tail_hash text;
+  first_seq bigint;
+  item json;
+BEGIN
+  PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});
+  EXECUTE 'SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1' INTO tail_seq, tail_hash;
+  IF tail_seq IS NULL THEN
+    tail_seq := 0;
+    tail_hash := '{GENESIS}';
+  END IF;
+  first_seq := tail_seq + 1;
+  FOR item IN SELECT e.value FROM json_array_elements(new_rows) WITH ORDINALITY AS e(value, n)
+             ORDER BY e.n LOOP
+    INSERT INTO audit_log (seq, recorded, action, outcome, actor, role, patient, entities,
+                           purpose_of_use, source, session, detail, prev_hash, hash)
+    VALUES (tail_seq + 1, item->>'recorded', item->>'action', item->>'outcome', item->>'actor',
+            item->>'role', item->>'patient', item->>'entities', item->>'purpose_of_use',
+            item->>'source', item->>'session', item->>'detail', tail_hash,
+            encode(sha256(convert_to(tail_hash || (item->>'hashed_before') || (tail_seq + 1)::text
+                                     || (item->>'hashed_after'), 'UTF8')), 'hex'))
+    RETURNING seq, hash INTO tail_seq, tail_hash;
+  END LOOP;
+  RETURN first_seq;
+END
+$$"""
 
 
 def _pg_function() -> str:
@@ -110,6 +154,8 @@ def drop_guard_statements(dialect: str, table: str) -> list[str]:
 
 
 def _install_ddl_events() -> None:
+    append_function = DDL(PG_APPEND_FUNCTION_SQL.replace("%", "%%"))  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+    event.listen(audit_log, "after_create", append_function.execute_if(dialect="postgresql"))
     for table in (audit_log, audit_checkpoint):
         for dialect in ("sqlite", "postgresql"):
             for statement in guard_statements(dialect, table.name):

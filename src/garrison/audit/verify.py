@@ -29,8 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select
 
-from garrison.audit.chain import GENESIS, row_hash
-from garrison.audit.schema import audit_log
+from garrison.audit.chain import row_hash
+from garrison.audit.schema import GENESIS, audit_log
 from garrison.audit.signing import Checkpoint, public_keys_by_id, signature_valid, stored_checkpoints
 
 ALTERED = "altered"
