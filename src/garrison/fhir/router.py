@@ -184,6 +184,18 @@ class FhirRouter:
 
     # ------------------------------------------------------------------------------ routing
 
+    def reads_one_resource(self, request: FhirRequest) -> bool:
+        """Whether `request` is a read or vread: one row by primary key, so its cost is bounded
+        whatever the store holds (unlike a search, a history or an operation)."""
+        segments = [s for s in request.path.strip("/").split("/") if s]
+        if request.method.upper() != "GET" or not segments or segments[0] == audit_events.AUDIT_EVENT:
+            return False
+        try:
+            handler = self._route(segments, "GET")
+        except GarrisonError:
+            return False
+        return handler in (self._read, self._vread)
+
     def _audit_event(
         self, repo: Repository, segments: list[str], method: str, query: tuple[tuple[str, str], ...]
     ) -> FhirResponse:
