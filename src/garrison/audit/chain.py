@@ -100,9 +100,9 @@ def row_hash(row: Mapping[str, Any], prev_hash: str, *, seq: int | None = None) 
     return digest.hexdigest()
 
 
-# Every API read ends with an append, which reads the tail first: on the driver's cursor. Not
-# prepared: the log starts empty, and a plan made then (a scan of the whole table) would be kept
-# while the log grows, until PostgreSQL next analyses it.
+# On SQLite every API read ends with an append, which reads the tail first: on the driver's
+# cursor. Not prepared on PostgreSQL (checkpoints read the tail there): the log starts empty, and a
+# plan made then (a scan of the whole table) would be kept while the log grows.
 _TAIL = DriverStatement("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", prepared=False)
 
 
