@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import BadRequest, NotSupported
@@ -496,6 +496,55 @@ def test_missing(
     db: Engine, definitions: Definitions, resource_type: str, query: str, expected: list[str]
 ) -> None:
     assert search(db, definitions, resource_type, query) == expected
+
+
+# ------------------------------------------------------------------------ several filters at once
+# The plain positive filters join the driving filter's index rows (conditions.ConditionBuilder);
+# negated, missing, composite and _id filters stay separate conditions. Both must still AND.
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("subject=Patient/pat-a&code=8480-6", ["obs-1", "obs-2"]),
+        ("subject=Patient/pat-a&code=8480-6&date=ge2022", ["obs-2"]),
+        ("subject=Patient/pat-a&code=8480-6&date=ge2022&value-quantity=lt130", []),
+        ("code=8480-6&code=http://loinc.org|8480-6", ["obs-1", "obs-2", "obs-6"]),
+        ("code=8480-6&code=8867-4", []),  # one code each: no Observation has both
+        ("code=8480-6,8867-4&subject=Patient/pat-b", ["obs-3"]),
+        ("subject=Patient/pat-a&code:not=8480-6", []),
+        ("subject=Patient/pat-b&code:not=8480-6", ["obs-3", "obs-4"]),
+        ("code=8480-6&subject:missing=true", []),
+        ("code=8480-6&subject:missing=false&date:missing=true", ["obs-6"]),
+        ("subject=Patient/pat-b&component-code-value-quantity=8480-6$gt130", ["obs-4"]),
+        ("subject=Patient/pat-b&combo-code=8480-6&_id=obs-4,obs-3", ["obs-4"]),
+        ("category=vital-signs&status=final&subject.name=john", ["obs-1"]),
+    ],
+)
+def test_several_filters_and(db: Engine, definitions: Definitions, query: str, expected: list[str]) -> None:
+    assert search(db, definitions, "Observation", query) == expected
+
+
+def test_plain_filters_join_the_driving_lookup(db: Engine, definitions: Definitions) -> None:
+    """One IN over joined index rows instead of a probe per candidate resource; `:not` stays a
+    NOT EXISTS."""
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db, "before_cursor_execute", capture)
+    try:
+        query = "subject=Patient/pat-a&code=8480-6&date=ge2022&status:not=cancelled"
+        found = search(db, definitions, "Observation", query)
+    finally:
+        event.remove(db, "before_cursor_execute", capture)
+    assert found == ["obs-2"]
+    sql = " ".join(statements[-1].split())
+    assert sql.count(" IN (SELECT ") == 1
+    assert sql.count(" JOIN ") == 2
+    assert sql.count("NOT (EXISTS") == 1
+    assert sql.count("EXISTS") == 1
 
 
 # --------------------------------------------------------------------------------- _lastUpdated
