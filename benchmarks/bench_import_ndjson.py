@@ -25,6 +25,7 @@ from common import (
     garrison_env,
     garrison_executable,
     phase,
+    print_machine_speed,
     print_table,
     sizes_of,
     summarize_collapsed,
@@ -107,6 +108,7 @@ def print_import(rows: list[ImportResult]) -> None:
             for r in rows
         ],
     )
+    print_machine_speed()
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ from common import (
     garrison_executable,
     latency_summary,
     phase,
+    print_machine_speed,
     print_table,
     report_errors,
     run_load,
@@ -195,6 +196,7 @@ def print_ingest(rows: list[IngestResult]) -> None:
             for r in rows
         ],
     )
+    print_machine_speed()
 
 
 def import_population(

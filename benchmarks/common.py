@@ -760,12 +760,26 @@ def sizes_of(text: str) -> list[int]:
     return [int(s.replace("_", "").replace(",", "")) for s in text.split(":") if s]
 
 
+def reference_loop_ms() -> float:
+    """The best of five timings of one fixed pure-Python loop (`sum(range(1_000_000))`), in ms.
+
+    This machine's speed drifts by half within an hour; a figure read with this beside it says
+    whether it came from a fast or a slow phase (lower is faster)."""
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(range(1_000_000))
+        timings.append(time.perf_counter() - started)
+    return round(min(timings) * 1000, 1)
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "reference_loop_ms": reference_loop_ms(),
     }
 
 
@@ -775,6 +789,11 @@ def write_results(name: str, rows: Iterable[Any]) -> Path:
     data = [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rows]
     path.write_text(json.dumps({"environment": environment(), "results": data}, indent=2))
     return path
+
+
+def print_machine_speed() -> None:
+    """Printed under a benchmark's figures (see `reference_loop_ms`)."""
+    print(f"machine speed: reference loop {reference_loop_ms()} ms (lower is faster)")
 
 
 def verdict(value: float, target: float, *, higher_is_better: bool) -> str:
@@ -846,3 +865,4 @@ def print_latency(rows: list[LatencyResult], targets: dict[str, Target] | None =
          "errors", "target"],
         [cells(r) for r in rows],
     )
+    print_machine_speed()
