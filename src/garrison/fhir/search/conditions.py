@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, literal_colum
 from garrison.db.schema import INDEX_TABLES, resource, search_reference
 from garrison.errors import BadRequest
 from garrison.fhir.definitions import SearchParam
-from garrison.fhir.search.aliases import Aliases
+from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.indexer import OF_TYPE_SUFFIX
 from garrison.fhir.search.parse import ChainFilter, Filter, HasFilter, SimpleFilter, split_unescaped, unescape
 from garrison.fhir.search.predicates import (
@@ -145,7 +145,11 @@ class ConditionBuilder:
                 sr.c.resource_id,
                 [
                     sr.c.resource_type == resource_type,
-                    sr.c.param.in_(references) if len(references) > 1 else sr.c.param == references[0],
+                    (
+                        sr.c.param.in_(references)
+                        if len(references) > 1
+                        else column_equals(sr, "param", references[0])
+                    ),
                     sr.c.target_type == compartment_type,
                     sr.c.target_id == owner_id,
                     local_reference(sr, self.ctx),
@@ -226,7 +230,7 @@ class ConditionBuilder:
             raise BadRequest(f"{flt.name}: parameters of type {param.type} cannot be searched")
         t = self.alias(table)
         code = of_type_param_code(param.code) if modifier == "of-type" else param.code
-        where: list[ColumnElement[bool]] = [_of_type(t, resource_type), t.c.param == code]
+        where: list[ColumnElement[bool]] = [_of_type(t, resource_type), column_equals(t, "param", code)]
         if modifier == "missing":
             # https://hl7.org/fhir/R4/search.html#modifiers: missing=true finds resources
             # without any value for the parameter.
@@ -256,7 +260,7 @@ class ConditionBuilder:
         source: Any = first
         where: list[ColumnElement[bool]] = [
             _of_type(first, resource_type),
-            first.c.param == composite_param_code(param.code, 0),
+            column_equals(first, "param", composite_param_code(param.code, 0)),
         ]
         for index, alias in enumerate(aliases[1:], start=1):
             source = source.join(
@@ -265,7 +269,7 @@ class ConditionBuilder:
                     alias.c.resource_type == first.c.resource_type,
                     alias.c.resource_id == first.c.resource_id,
                     alias.c.grp == first.c.grp,
-                    alias.c.param == composite_param_code(param.code, index),
+                    column_equals(alias, "param", composite_param_code(param.code, index)),
                 ),
             )
         if flt.modifier == "missing":
@@ -300,7 +304,7 @@ class ConditionBuilder:
         ]
         where = [
             sr.c.resource_type == resource_type,
-            sr.c.param == flt.param.code,
+            column_equals(sr, "param", flt.param.code),
             any_of(per_target),
             local_reference(sr, self.ctx),
         ]
@@ -310,7 +314,7 @@ class ConditionBuilder:
         sr = self.alias(search_reference)
         where = [
             sr.c.resource_type == flt.source_type,
-            sr.c.param == flt.param.code,
+            column_equals(sr, "param", flt.param.code),
             sr.c.target_type == resource_type,
             sr.c.resource_id.in_(self.matching_ids(flt.source_type, flt.inner)),
             local_reference(sr, self.ctx),
@@ -320,7 +324,7 @@ class ConditionBuilder:
 
 def _of_type(t: Any, resource_type: Scope) -> ColumnElement[bool]:
     if isinstance(resource_type, str):
-        return t.c.resource_type == resource_type  # type: ignore[no-any-return]
+        return column_equals(t, "resource_type", resource_type)
     return t.c.resource_type.in_(resource_type)  # type: ignore[no-any-return]
 
 

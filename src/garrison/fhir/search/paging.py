@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -61,25 +62,30 @@ def sort_columns(keys: list[SortKey], res: Any, aliases: Aliases) -> list[SortCo
             columns.append(SortColumn(res.c.last_updated, key.descending, nullable=False))
             continue
         t = aliases(INDEX_TABLES[key.param_type])
-        value: Any
-        if key.param_type == "date":
-            value = t.c.high if key.descending else t.c.low
-        elif key.param_type == "token":
-            value = t.c.code
-        elif key.param_type == "reference":
-            value = func.coalesce(t.c.target_type + "/" + t.c.target_id, t.c.url)
-        else:
-            value = t.c.value
-        aggregate = func.max(value) if key.descending else func.min(value)
-        expr = (
-            select(aggregate)
-            .where(
-                t.c.resource_type == res.c.resource_type, t.c.resource_id == res.c.id, t.c.param == key.code
-            )
-            .scalar_subquery()
-        )
+        expr = _sort_value(t, res, key.param_type, key.code, key.descending)
         columns.append(SortColumn(expr, key.descending, nullable=True))
     return columns
+
+
+@lru_cache(maxsize=4096)
+def _sort_value(t: Any, res: Any, param_type: str, code: str, descending: bool) -> Any:
+    """The sort key of a `res` row from its index rows in alias `t`. The same for every statement
+    with the same aliases, so built once (see aliases.column_equals)."""
+    value: Any
+    if param_type == "date":
+        value = t.c.high if descending else t.c.low
+    elif param_type == "token":
+        value = t.c.code
+    elif param_type == "reference":
+        value = func.coalesce(t.c.target_type + "/" + t.c.target_id, t.c.url)
+    else:
+        value = t.c.value
+    aggregate = func.max(value) if descending else func.min(value)
+    return (
+        select(aggregate)
+        .where(t.c.resource_type == res.c.resource_type, t.c.resource_id == res.c.id, t.c.param == code)
+        .scalar_subquery()
+    )
 
 
 def order_by(

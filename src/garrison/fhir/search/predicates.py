@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, true
@@ -211,7 +212,13 @@ def quantity_match(t: Any, value: str, name: str) -> ColumnElement[bool]:
 
 def local_reference(t: Any, ctx: MatchContext) -> ColumnElement[bool]:
     """Rows whose target is on this server: relative, or absolute under our own base URL."""
-    return or_(t.c.url.is_(None), t.c.url.startswith(ctx.base_url + "/", autoescape=True))
+    return _local_reference(t, ctx.base_url)
+
+
+@lru_cache(maxsize=4096)
+def _local_reference(t: Any, base_url: str) -> ColumnElement[bool]:
+    # The same for every statement over the same alias: built once (see aliases.column_equals).
+    return or_(t.c.url.is_(None), t.c.url.startswith(base_url + "/", autoescape=True))
 
 
 def reference_match(

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -32,7 +33,7 @@ from garrison.db.schema import resource
 from garrison.errors import BadRequest
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import StoredResource
-from garrison.fhir.search.aliases import Aliases
+from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.bundle import search_bundle
 from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, ConditionBuilder
 from garrison.fhir.search.includes import fetch_included
@@ -119,9 +120,9 @@ def _filter_conditions(
                 conditions.append(visible)
         return conditions
 
-    where: list[ColumnElement[bool]] = [res.c.deleted == false()]
+    where: list[ColumnElement[bool]] = [_current(res)]
     if len(parsed.types) == 1:
-        where.append(res.c.resource_type == parsed.types[0])
+        where.append(column_equals(res, "resource_type", parsed.types[0]))
         where.extend(type_conditions(parsed.types[0]))
         return where
     if not parsed.types:
@@ -150,6 +151,12 @@ def _filter_conditions(
         per_type.append(res.c.resource_type.in_(unfiltered))
     where.append(or_(*per_type))
     return where
+
+
+@lru_cache(maxsize=64)
+def _current(res: Any) -> ColumnElement[bool]:
+    # Built once per alias (see aliases.column_equals).
+    return res.c.deleted == false()  # type: ignore[no-any-return]
 
 
 def _compartment_types(definitions: Definitions, request: SearchRequest) -> tuple[str, ...]:
