@@ -34,6 +34,11 @@ from garrison.settings import Settings
 from tests.pg_cluster import PgCluster, free_port, start_cluster
 
 BACKENDS = [b for b in os.environ.get("GARRISON_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+# A running server sends due notifications every few seconds (web/app.py `_background`). Tests
+# read the outbox and deliver with `outbox.deliver_due` themselves; a test server's loop, sharing
+# the worker's database, would otherwise send another test's messages before it looks at them
+# whenever the machine is slow enough (seen: pending refill and reminder messages gone).
+os.environ.setdefault("GARRISON_OUTBOX_INTERVAL_SECONDS", "86400")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
