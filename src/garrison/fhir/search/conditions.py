@@ -3,12 +3,14 @@
 Every filter becomes either `r.id IN (SELECT resource_id FROM search_x WHERE resource_type = :t AND
 param = :p AND ...)` or a correlated `EXISTS (...)` on the same index rows. Exactly one positive
 filter per query level (the most selective by a fixed ranking) is written as IN so the database
-starts from its index lookup. The other plain positive filters (one index table, no `:not` or
-`:missing`) join that lookup's rows on the resource key inside the IN, so index rows are
-intersected before any resource row is read; the rest (negated, missing, composite, chained) are
-EXISTS probes through the per-resource index, which cost a few row reads per candidate.
-PostgreSQL plans IN and EXISTS alike as semi-joins; SQLite follows the shape it is given, which
-is why the shape matters.
+starts from its index lookup; the others are EXISTS probes through the per-resource index, which
+costs a few row reads per candidate. PostgreSQL plans both forms as semi-joins; SQLite follows
+the shape it is given, which is why the shape matters.
+
+Joining the other filters' index rows to the driving lookup inside the IN was tried: it read
+fewer rows for `patient&code`, but on PostgreSQL with stale statistics (a freshly filled table)
+a four-way join of index tables ran for minutes where the probes take milliseconds. Each probe's
+cost is bounded by the candidate count whatever the estimates say; a join order is not.
 
 Chains (https://hl7.org/fhir/R4/search.html#chaining) and reverse chains (`_has`,
 https://hl7.org/fhir/R4/search.html#has) nest the same construction one level down.
@@ -73,12 +75,6 @@ class _Rows:
     def select_ids(self) -> Select[Any]:
         return select(self.id_col).select_from(self.source).where(*self.where)
 
-    def joined(self, other: _Rows) -> _Rows:
-        """These rows where the same resource also has `other`'s rows (both positive, one type)."""
-        on = and_(other.type_col == self.type_col, other.id_col == self.id_col)
-        where = [*self.where, *other.where]
-        return _Rows(self.source.join(other.source, on), self.id_col, where, type_col=self.type_col)
-
 
 def composite_param_code(code: str, index: int) -> str:
     """Index rows of component `index` (0-based) of composite `code` use this param name."""
@@ -108,26 +104,7 @@ class ConditionBuilder:
             key=lambda f: _rank(f) or 0,
             default=None,
         )
-        partners = (
-            [f for f in filters if f is not driver and _joinable(f)]
-            if driver is not None and _joinable(driver) and isinstance(resource_type, str)
-            else []
-        )
-        if not partners:
-            return [self.condition(f, resource_type, res, driver=f is driver) for f in filters]
-        assert driver is not None and isinstance(resource_type, str)
-        # The other plain positive filters join the driver's index rows on the resource key, so
-        # the database intersects index rows before it reads a single resource row (measured on
-        # PostgreSQL with 1,000 patients: `patient&code` read 266 resource rows to keep 9).
-        rows = self._rows(driver, resource_type)
-        assert rows is not None
-        for partner in partners:
-            other = self._rows(partner, resource_type)
-            assert other is not None
-            rows = rows.joined(other)
-        joined = {id(f) for f in (driver, *partners)}
-        rest = [self.condition(f, resource_type, res, driver=False) for f in filters if id(f) not in joined]
-        return [res.c.id.in_(rows.select_ids()), *rest]
+        return [self.condition(f, resource_type, res, driver=f is driver) for f in filters]
 
     def compartment_condition(
         self, resource_type: str, compartment: tuple[str, str], params: tuple[str, ...], res: Any
@@ -326,17 +303,6 @@ def _of_type(t: Any, resource_type: Scope) -> ColumnElement[bool]:
     if isinstance(resource_type, str):
         return column_equals(t, "resource_type", resource_type)
     return t.c.resource_type.in_(resource_type)  # type: ignore[no-any-return]
-
-
-def _joinable(flt: Filter) -> bool:
-    """A filter matched by rows of one index table that must exist (see `conditions`)."""
-    return (
-        isinstance(flt, SimpleFilter)
-        and flt.param.code not in ("_id", "_lastUpdated")
-        and flt.param.type != "composite"
-        and flt.param.type in INDEX_TABLES
-        and flt.modifier not in ("not", "missing")
-    )
 
 
 def _rank(flt: Filter) -> int | None:
