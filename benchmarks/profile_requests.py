@@ -7,8 +7,8 @@ $everything of the other benchmarks):
 
 1. wall time per request through the whole Starlette application (httpx's ASGI transport, one
    request at a time: ASGI, middleware, threadpool hop, auth, audit, rendering);
-2. cProfile of the synchronous part of the same requests (`FhirApi._caller`: token validation and
-   caller context; `FhirApi._execute`: transaction, repository, audit), called directly in this
+2. cProfile of the synchronous part of the same requests (`FhirApi._read_as_caller`: token
+   validation, caller context, repository and audit in one read transaction), called directly in this
    thread so the profiler sees it all (the application runs each in a threadpool thread).
    Time the audit sink's writer thread spends committing shows up as the caller's wait in
    `AuditSink.record`.
@@ -70,8 +70,8 @@ BASE = f"{ORIGIN}/fhir"
 
 # The functions whose inclusive time answers "where does a read go" (matched on name and file).
 FOCUS: list[tuple[str, str]] = [
-    ("_execute", "web/fhir_api.py"),
-    ("_caller", "web/fhir_api.py"),
+    ("_read_as_caller", "web/fhir_api.py"),
+    ("prefetched", "db/engine.py"),
     ("context_for_token", "garrison/callers.py"),
     ("validate_access_token", "oauth/tokens.py"),
     ("_verified", "oauth/tokens.py"),
@@ -155,10 +155,9 @@ async def timed_asgi(client: httpx.AsyncClient, headers: dict[str, str], paths: 
 
 
 def synchronous_part(api: FhirApi, request: FhirRequest, source: str = "127.0.0.1") -> FhirResponse:
-    """What the application runs in threadpool threads for one request: who is calling, then
-    the request itself (the two private steps of `FhirApi.__call__`)."""
-    context = api._caller(request.method, request.path, request.header("authorization"), source)
-    return api._execute(request, context)
+    """What the application runs in a threadpool thread for one GET (`FhirApi._read_as_caller`:
+    who is calling and the request itself, in one read transaction, then the audit)."""
+    return api._read_as_caller(request, request.header("authorization"), source)
 
 
 def fhir_request(path: str, authorization: str) -> FhirRequest:
@@ -226,7 +225,7 @@ class StatementTimer:
 def profile_direct(
     api: FhirApi, paths: list[str], authorization: str, top: int, *, explain: bool = False
 ) -> tuple[float, str, str]:
-    """cProfile `FhirApi._caller` + `_execute` over the paths; (ms per request, focus table, top functions),
+    """cProfile `FhirApi._read_as_caller` over the paths; (ms per request, focus table, top functions),
     after one untimed pass that times each SQL statement."""
     requests = [fhir_request(p, authorization) for p in paths]
     with StatementTimer(api.engine) as timer:
@@ -360,13 +359,13 @@ async def run(args: argparse.Namespace) -> None:
                                                     explain=args.explain)
                 rows.append([name, f"{len(paths):,}", f"{percentile(asgi, 50):.2f}",
                              f"{sum(asgi) / len(asgi):.2f}", f"{direct:.2f}"])
-                print("--- cProfile of FhirApi._caller + _execute, inclusive time per request ---")
+                print("--- cProfile of FhirApi._read_as_caller, inclusive time per request ---")
                 print(focus)
                 if args.verbose:
                     print(top)
         api.audit.close()  # what the application's lifespan would do at shutdown
     print()
-    print_table(["request", "count", "ASGI p50 ms", "ASGI mean ms", "_caller + _execute under cProfile ms"],
+    print_table(["request", "count", "ASGI p50 ms", "ASGI mean ms", "_read_as_caller under cProfile ms"],
                 rows)
 
 

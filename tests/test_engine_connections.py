@@ -236,6 +236,96 @@ def test_postgres_prepares_only_driver_statements(pg_cluster: PgCluster) -> None
         engine.dispose()
 
 
+_PERSON = DriverStatement("SELECT name, born, active, photo FROM person WHERE id = :id")
+# Two columns of the same name, and a parameter name with a digit.
+_PAIR = DriverStatement("SELECT a.name, b.name FROM person a JOIN person b ON b.id = :id2 WHERE a.id = :id1")
+_COUNT = DriverStatement("SELECT count(*) FROM person WHERE name <> :name")
+
+
+def _people(engine: Engine) -> None:
+    with write_transaction(engine) as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE person"
+                " (id INTEGER PRIMARY KEY, name TEXT, born TIMESTAMP, active BOOLEAN, photo BYTEA)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO person VALUES"
+                " (1, 'Ann', '2001-02-03 04:05:06', true, '\\x00ff'), (2, 'Bo', NULL, NULL, NULL)"
+            )
+        )
+
+
+def _rename(engine: Engine, person: int, name: str) -> None:
+    with write_transaction(engine) as connection:
+        connection.execute(
+            text("UPDATE person SET name = :name WHERE id = :id"), {"name": name, "id": person}
+        )
+
+
+def test_prefetched_lookups_answer_as_the_statements_would(pg_cluster: PgCluster) -> None:
+    engine = _pg_engine(pg_cluster, "prefetch_same")
+    try:
+        _people(engine)
+        with read_transaction(engine) as connection:
+            expected = [
+                _PERSON.first(connection, {"id": 1}),
+                _PERSON.first(connection, {"id": 2}),
+                _PERSON.first(connection, {"id": 3}),
+                _PAIR.first(connection, {"id1": 1, "id2": 2}),
+                _COUNT.first(connection, {"name": "x"}),
+            ]
+            assert expected[0] is not None and expected[0][1] is not None and expected[0][3] == b"\x00\xff"
+            assert expected[1] == ("Bo", None, None, None) and expected[2] is None
+            assert expected[3] == ("Ann", "Bo") and expected[4] == (2,)
+            lookups: list[engine_module.Lookup] = [
+                (_PERSON, {"id": 1}),
+                (_PERSON, {"id": 2}),
+                (_PERSON, {"id": 3}),
+                (_PAIR, {"id1": 1, "id2": 2}),
+                (_COUNT, {"name": "x"}),
+            ]
+            for _ in range(7):  # past the point where PostgreSQL may switch to a generic plan
+                with engine_module.prefetched(connection, lookups):
+                    assert [statement.first(connection, values) for statement, values in lookups] == expected
+    finally:
+        engine.dispose()
+
+
+def test_prefetched_lookups_are_read_once_and_only_inside_the_block(pg_cluster: PgCluster) -> None:
+    engine = _pg_engine(pg_cluster, "prefetch_once")
+    try:
+        _people(engine)
+        with read_transaction(engine) as connection:
+            with engine_module.prefetched(connection, [(_PERSON, {"id": 1}), (_PERSON, {"id": 2})]):
+                _rename(engine, 1, "Ada")
+                _rename(engine, 2, "Bea")
+                # The prefetched row: read before the change, as if the statement had run then.
+                before = _PERSON.first(connection, {"id": 1})
+                assert before is not None and before[0] == "Ann"
+                # Asked again, or with other parameters: the database answers.
+                assert (_PERSON.first(connection, {"id": 1}) or ("",))[0] == "Ada"
+                assert (_PAIR.first(connection, {"id1": 1, "id2": 2}) or ()) == ("Ada", "Bea")
+            # Left unused inside the block: gone after it.
+            assert (_PERSON.first(connection, {"id": 2}) or ("",))[0] == "Bea"
+        with read_transaction(engine) as connection:
+            assert engine_module._PREFETCHED not in connection.info
+    finally:
+        engine.dispose()
+
+
+def test_prefetched_does_nothing_ahead_on_sqlite(turns: Engine) -> None:
+    statement = DriverStatement("SELECT count(*) FROM turn WHERE n > :floor")
+    with (
+        read_transaction(turns) as connection,
+        engine_module.prefetched(connection, [(statement, {"floor": 0})]),
+    ):
+        assert engine_module._PREFETCHED not in connection.info
+        assert statement.first(connection, {"floor": 0}) == (0,)
+
+
 def _checkpointer_threads() -> int:
     return sum(1 for thread in threading.enumerate() if thread.name == "garrison-wal-checkpoint")
 

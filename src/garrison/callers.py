@@ -14,9 +14,11 @@ from sqlalchemy import Connection
 from garrison import clock
 from garrison.beneficiaries.ages import age_on
 from garrison.beneficiaries.vocabulary import PROXY_ACCOUNT, PROXY_SCOPE
+from garrison.db.engine import Lookup
 from garrison.errors import Unauthorized
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.break_glass import active_break_glass
+from garrison.fhir.authz.consent_rules import stamp_lookup
 from garrison.fhir.authz.scopes import ScopeSet
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
@@ -24,7 +26,12 @@ from garrison.fhir.search.query import SearchRequest
 from garrison.identity.accounts import add_account_disabled_listener, get_account
 from garrison.identity.model import Account
 from garrison.identity.sessions import add_session_ended_listener
-from garrison.oauth.tokens import revoke_tokens_for_account, revoke_tokens_for_session, validate_access_token
+from garrison.oauth.tokens import (
+    revoke_tokens_for_account,
+    revoke_tokens_for_session,
+    token_row_lookup,
+    validate_access_token,
+)
 from garrison.settings import Settings
 
 BEARER = "bearer "
@@ -38,6 +45,17 @@ def bearer_token(authorization: str | None) -> str:
     if not token:
         raise Unauthorized("This request needs an access token (Authorization: Bearer ...)")
     return token
+
+
+def caller_lookups(authorization: str | None) -> list[Lookup]:
+    """The lookups `context_for_token` and the Consent check make for every API request with
+    this header, to be made ahead in one round trip (`garrison.db.engine.prefetched`)."""
+    try:
+        token = bearer_token(authorization)
+    except Unauthorized:
+        return []
+    token_lookup = token_row_lookup(token)
+    return [stamp_lookup()] if token_lookup is None else [token_lookup, stamp_lookup()]
 
 
 def context_for_token(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ def driver_errors(statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
 
 
+# `:name` parameters (not the `::` of a cast).
+_PARAMETER = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+
 class DriverStatement:
     """A fixed statement on the hottest paths, run on the driver's own cursor.
 
@@ -47,16 +52,22 @@ class DriverStatement:
 
     def __init__(self, sql: str, *, prepared: bool = True) -> None:
         self.sqlite = sql
-        self.postgresql = re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+        self.postgresql = _PARAMETER.sub(r"%(\1)s", sql)
         # A prepared statement keeps the plan chosen when it was prepared until the table is next
         # analysed: not for a query whose best plan changes as a fresh table grows.
         self.prepared = prepared
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row, or None; inside the connection's transaction."""
+        postgres = is_postgres(connection)
+        if postgres:
+            waiting: _Prefetched | None = connection.info.get(_PREFETCHED)
+            if waiting:
+                key = (self, tuple(sorted(params.items())))
+                if key in waiting:
+                    return waiting.pop(key)
         raw = connection.connection.driver_connection
         assert raw is not None, "a live connection"
-        postgres = is_postgres(connection)
         sql = self.postgresql if postgres else self.sqlite
         cursor = raw.cursor()
         try:
@@ -74,6 +85,86 @@ class DriverStatement:
         """PostgreSQL: execute on `cursor` (one in a pipeline, say), prepared unless this statement
         says otherwise: parsed and planned once per connection, not at every request."""
         cursor.execute(self.postgresql, params, prepare=self.prepared)
+
+
+# A lookup to make ahead of time: a statement and its parameters.
+Lookup = tuple[DriverStatement, Mapping[str, Any]]
+_PREFETCHED = "garrison_prefetched"  # in a pooled connection's info while `prefetched` runs
+# (statement, its parameters as sorted items) -> its first row, or None for no row
+_Prefetched = dict[tuple[DriverStatement, tuple[Any, ...]], tuple[Any, ...] | None]
+
+
+@contextmanager
+def prefetched(connection: Connection, lookups: Sequence[Lookup]) -> Iterator[None]:
+    """PostgreSQL: run several `DriverStatement` lookups in one round trip now; within the block,
+    a `first()` of one of them with the same parameters answers from that result instead of the
+    database. On SQLite (no network between) nothing is done ahead.
+
+    Every API request reads its token's row and the Consent stamp, and a read its resource row,
+    each module with its own statement; one statement for the three costs a third of the CPU
+    and wall time of three (measured with psycopg on this machine: 0.25-0.28 against
+    0.71-0.84 ms of CPU, 0.55-0.63 against 1.52-1.87 ms wall). A lookup whose result nobody asks
+    for (the token was refused, say) is dropped at the end of the block; one asked for with other
+    parameters runs as usual, so a wrong guess costs a little time and never changes an answer.
+    All the results come from one snapshot, taken when the block starts."""
+    if not lookups or not is_postgres(connection):
+        yield
+        return
+    statement = _combined(tuple(statement for statement, _ in lookups))
+    params = {
+        f"p{position}_{name}": value
+        for position, (_, values) in enumerate(lookups)
+        for name, value in values.items()
+    }
+    raw = connection.connection.driver_connection
+    assert raw is not None, "a live connection"
+    cursor = raw.cursor()
+    try:
+        with driver_errors(statement.postgresql):
+            statement.send(cursor, params)
+            row = cursor.fetchone()
+        assert row is not None, "always one row"
+        markers = _MARKERS.get(statement)
+        if markers is None:
+            # Where each lookup's columns start: the same at every run of the statement (reading
+            # the description builds an object per column, a tenth of a millisecond a time).
+            assert cursor.description is not None
+            markers = [i for i, column in enumerate(cursor.description) if column.name == _FOUND]
+            _MARKERS[statement] = markers
+    finally:
+        cursor.close()
+    waiting: _Prefetched = {}
+    for (lookup, values), start, end in zip(lookups, markers, [*markers[1:], len(row)], strict=True):
+        # The marker is NULL when the lookup found no row.
+        found = row[start] is not None
+        waiting[(lookup, tuple(sorted(values.items())))] = tuple(row[start + 1 : end]) if found else None
+    info = connection.info
+    info[_PREFETCHED] = waiting
+    try:
+        yield
+    finally:
+        info.pop(_PREFETCHED, None)
+
+
+_FOUND = "garrison_found"
+_MARKERS: dict[DriverStatement, list[int]] = {}  # combined statement -> its marker columns
+
+
+@functools.lru_cache(maxsize=64)
+def _combined(statements: tuple[DriverStatement, ...]) -> DriverStatement:
+    """One statement returning one row with every lookup's first row side by side, each after a
+    marker column named `_FOUND` (true when it found a row). Each lookup's parameters are
+    renamed `p<position>_<name>`."""
+    joins = []
+    for position, statement in enumerate(statements):
+        sql = _PARAMETER.sub(f":p{position}_\\1", statement.sqlite)
+        joins.append(
+            f" LEFT JOIN LATERAL (SELECT true AS {_FOUND}, looked_up.* FROM ({sql}) AS looked_up LIMIT 1)"
+            f" AS lookup_{position} ON true"
+        )
+    columns = ", ".join(f"lookup_{position}.*" for position in range(len(statements)))
+    sql = f"SELECT {columns} FROM (VALUES (1)) AS one (x)" + "".join(joins)
+    return DriverStatement(sql, prepared=all(s.prepared for s in statements))
 
 
 def make_engine(url: str, *, pool_size: int = 10, background_checkpoints: bool = False) -> Engine:

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from garrison.audit.records import AuditRecord
 from garrison.db.bulk import insert_tuples
-from garrison.db.engine import DriverStatement, is_postgres
+from garrison.db.engine import DriverStatement, Lookup, is_postgres
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
 from garrison.errors import (
     BadRequest,
@@ -57,6 +57,12 @@ _CURRENT_ROW = DriverStatement(
     "SELECT resource_type, id, version_id, last_updated, deleted, content FROM resource"
     " WHERE resource_type = :resource_type AND id = :resource_id"
 )
+
+
+def current_row_lookup(resource_type: str, resource_id: str) -> Lookup:
+    """The lookup a read of `resource_type/resource_id` makes, to be made ahead with the request's
+    others (`garrison.db.engine.prefetched`)."""
+    return (_CURRENT_ROW, {"resource_type": resource_type, "resource_id": resource_id})
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,14 +187,25 @@ class FhirRouter:
     def reads_one_resource(self, request: FhirRequest) -> bool:
         """Whether `request` is a read or vread: one row by primary key, so its cost is bounded
         whatever the store holds (unlike a search, a history or an operation)."""
+        return self._get_handler(request) in (self._read, self._vread)
+
+    def read_target(self, request: FhirRequest) -> tuple[str, str] | None:
+        """(type, id) when `request` is a read of the current version, else None."""
+        if self._get_handler(request) != self._read:
+            return None
+        segments = [s for s in request.path.strip("/").split("/") if s]
+        return segments[0], segments[1]
+
+    def _get_handler(
+        self, request: FhirRequest
+    ) -> Callable[[Repository, FhirRequest, list[str], tuple[tuple[str, str], ...]], FhirResponse] | None:
         segments = [s for s in request.path.strip("/").split("/") if s]
         if request.method.upper() != "GET" or not segments or segments[0] == audit_events.AUDIT_EVENT:
-            return False
+            return None
         try:
-            handler = self._route(segments, "GET")
+            return self._route(segments, "GET")
         except GarrisonError:
-            return False
-        return handler in (self._read, self._vread)
+            return None
 
     def _audit_event(
         self, repo: Repository, segments: list[str], method: str, query: tuple[tuple[str, str], ...]

@@ -16,15 +16,15 @@ from starlette.responses import Response
 from garrison.audit.chain import append_records
 from garrison.audit.records import AuditRecord
 from garrison.audit.sink import AuditSink
-from garrison.callers import context_for_token
+from garrison.callers import caller_lookups, context_for_token
 from garrison.clock import now
-from garrison.db.engine import is_postgres, read_transaction, write_transaction
+from garrison.db.engine import Lookup, is_postgres, prefetched, read_transaction, write_transaction
 from garrison.db.statistics import StatisticsKeeper
 from garrison.errors import BadRequest, GarrisonError, NotSupported, PayloadTooLarge, Unauthorized
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import json_default, parse_json
-from garrison.fhir.repository import Repository
+from garrison.fhir.repository import Repository, current_row_lookup
 from garrison.fhir.router import FhirRequest, FhirResponse, FhirRouter
 from garrison.settings import Settings
 
@@ -58,6 +58,8 @@ class FhirApi:
         # PostgreSQL waits on the network, which would stall every request in this process, and
         # other requests can take any time: those go to worker threads.
         self.reads_on_event_loop = not is_postgres(engine)
+        # Over a network, one round trip for the lookups every request makes (`_lookups`).
+        self.prefetches = is_postgres(engine)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -164,7 +166,10 @@ class FhirApi:
         refused: Unauthorized | None = None
         repo: Repository | None = None
         try:
-            with read_transaction(self.engine) as connection:
+            with (
+                read_transaction(self.engine) as connection,
+                prefetched(connection, self._lookups(request, authorization)),
+            ):
                 try:
                     context = context_for_token(
                         connection, self.definitions, self.settings, authorization, source
@@ -186,6 +191,19 @@ class FhirApi:
         if repo.audit:
             self.audit.record(repo.audit)
         return response
+
+    def _lookups(self, request: FhirRequest, authorization: str | None) -> list[Lookup]:
+        """PostgreSQL: the token's row, the Consent stamp and, for a read, the resource's row,
+        fetched together in one round trip instead of three (see `prefetched`). Fetching the row
+        before the caller is known only saves time: nothing is answered from it until the token
+        and the caller's rights have been checked as they always are."""
+        if not self.prefetches:
+            return []
+        lookups = caller_lookups(authorization)
+        target = self.router.read_target(request)
+        if lookups and target is not None:
+            lookups.append(current_row_lookup(*target))
+        return lookups
 
     def _caller(self, method: str, path: str, authorization: str | None, source: str | None) -> AccessContext:
         try:

@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
 from garrison.clock import now
-from garrison.db.engine import DriverStatement, is_postgres
+from garrison.db.engine import DriverStatement, Lookup, is_postgres
 from garrison.db.schema import CONSENT_GENERATION_ROW, consent_generation, resource, search_reference
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent import ETH, ConsentPolicy, ConsentQuestion, Label
@@ -90,6 +90,12 @@ _CONSENTS = (
     .where(resource.c.resource_type == "Consent", resource.c.deleted == false())
 )
 _STAMP = DriverStatement("SELECT stamp FROM consent_generation WHERE id = :id")  # every request
+
+
+def stamp_lookup() -> Lookup:
+    """The Consent stamp's lookup, to be made ahead with a request's others
+    (`garrison.db.engine.prefetched`): every caller but the internal system reads it."""
+    return (_STAMP, {"id": CONSENT_GENERATION_ROW})
 
 
 def bump_consent_generation(connection: Connection) -> None:
