@@ -76,25 +76,31 @@ PG_APPEND_FUNCTION = "garrison_audit_append"
 # the canonical JSON of its hashed fields in two parts, before and after the seq (`"seq":N` sorts
 # between "role" and "session"). The server hashes
 #   prev_hash || before || N || after
-# which is byte for byte what `chain.row_hash` hashes. The tail is read with EXECUTE, planned at
-# every call: a plan cached while the log was small (a scan of the whole table) would be kept
-# as it grows.
+# which is byte for byte what `chain.row_hash` hashes.
+# Migration 0018 made it cheaper; the server's time per one-row append, in a server-side loop:
+# 93-116 us against 265-306 us before.
+# - Each row is read as jsonb, parsed once: on `json` every `->>` parses the row's text again,
+#   fourteen times a row.
+# - The tail's plan is cached for the session instead of made at every call (EXECUTE): about 50 us.
+#   The function runs with enable_seqscan off, so that plan is the primary key's backward scan even
+#   when it is made while the log is empty; otherwise a scan of the whole table could be chosen
+#   then and kept while the log grows.
 PG_APPEND_FUNCTION_SQL = f"""CREATE OR REPLACE FUNCTION {PG_APPEND_FUNCTION}(new_rows json)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
   tail_seq bigint;
   tail_hash text;
   first_seq bigint;
-  item json;
+  item jsonb;
 BEGIN
   PERFORM pg_advisory_xact_lock({CHAIN_LOCK_KEY});
-  EXECUTE 'SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1' INTO tail_seq, tail_hash;
+  SELECT seq, hash INTO tail_seq, tail_hash FROM audit_log ORDER BY seq DESC LIMIT 1;
   IF tail_seq IS NULL THEN
     tail_seq := 0;
     tail_hash := '{GENESIS}';
   END IF;
   first_seq := tail_seq + 1;
-  FOR item IN SELECT e.value FROM json_array_elements(new_rows) WITH ORDINALITY AS e(value, n)
+  FOR item IN SELECT e.value FROM jsonb_array_elements(new_rows::jsonb) WITH ORDINALITY AS e(value, n)
              ORDER BY e.n LOOP
     INSERT INTO audit_log (seq, recorded, action, outcome, actor, role, patient, entities,
                            purpose_of_use, source, session, detail, prev_hash, hash)
