@@ -12,6 +12,16 @@ fewer rows for `patient&code`, but on PostgreSQL with stale statistics (a freshl
 a four-way join of index tables ran for minutes where the probes take milliseconds. Each probe's
 cost is bounded by the candidate count whatever the estimates say; a join order is not.
 
+Moving the probes inside the driving lookup (correlated to its resource_id, so a candidate is
+checked before its resource row is read) was tried as well. For `patient&code&_sort=-date` at
+1,000 patients it halved PostgreSQL's execution (0.75-1.0 against 1.6-1.8 ms) once the probes
+were fenced as subplans with `OFFSET 0`, which also cut planning (0.39-0.54 against 0.74-0.89 ms).
+But unfenced, the pulled-up semi-joins doubled planning and, with a test database's stale
+statistics, a Slot search ran for minutes; and fenced, a probe can no longer be reordered when
+the fixed ranking drives from the less selective filter (a Slot's schedule before its
+identifier): a scheduling test took 13-33 s instead of a few. It would need a better choice of
+driver first.
+
 Chains (https://hl7.org/fhir/R4/search.html#chaining) and reverse chains (`_has`,
 https://hl7.org/fhir/R4/search.html#has) nest the same construction one level down.
 """
