@@ -9,11 +9,12 @@ resource types. Pages are keyed by (resource_type, id), which keeps links correc
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select, union_all
 
 from garrison.db.schema import resource, search_reference
 from garrison.errors import BadRequest, TooCostly
@@ -118,14 +119,14 @@ def _member_keys(repo: Repository, patient_id: str) -> list[tuple[str, str]]:
         if row.param in compartment.get(row.resource_type, ())
     }
     members.discard(("Patient", patient_id))
-    referenced: set[tuple[str, str]] = set()
-    for resource_type, ids in _by_type(members | {("Patient", patient_id)}):
-        targets = repo.connection.execute(
-            select(r.target_type, r.target_id)
-            .where(r.resource_type == resource_type, r.resource_id.in_(ids), r.target_id.is_not(None))
-            .distinct()
-        ).all()
-        referenced.update((t.target_type, t.target_id) for t in targets if t.target_type)
+    targets = _run_by_type(
+        repo,
+        members | {("Patient", patient_id)},
+        lambda resource_type, ids: select(r.target_type, r.target_id).where(
+            r.resource_type == resource_type, r.resource_id.in_(ids), r.target_id.is_not(None)
+        ),
+    )
+    referenced = {(t.target_type, t.target_id) for t in targets if t.target_type}
     # One global order (not "patient first") so that a (type, id) cursor pages it exactly.
     return sorted(members | referenced | {("Patient", patient_id)})
 
@@ -154,14 +155,34 @@ def _by_type(keys: set[tuple[str, str]] | list[tuple[str, str]]) -> list[tuple[s
     ]
 
 
-def _fetch(repo: Repository, keys: list[tuple[str, str]], since: str | None) -> list[tuple[str, str, str]]:
-    found: dict[tuple[str, str], str] = {}
+def _run_by_type(
+    repo: Repository,
+    keys: set[tuple[str, str]] | list[tuple[str, str]],
+    select_for: Callable[[str, list[str]], Select[Any]],
+) -> list[Row[Any]]:
+    """The rows of `select_for(type, ids)` for every group of `_by_type(keys)`, several groups to a
+    statement (UNION ALL, up to `_IN_CHUNK` ids): a patient's record spans a dozen types, and a
+    statement per type cost PostgreSQL a round trip each."""
+    rows: list[Row[Any]] = []
+    batch: list[Select[Any]] = []
+    size = 0
     for resource_type, ids in _by_type(keys):
+        if batch and size + len(ids) > _IN_CHUNK:
+            rows.extend(repo.connection.execute(union_all(*batch)))
+            batch, size = [], 0
+        batch.append(select_for(resource_type, ids))
+        size += len(ids)
+    if batch:
+        rows.extend(repo.connection.execute(union_all(*batch)))
+    return rows
+
+
+def _fetch(repo: Repository, keys: list[tuple[str, str]], since: str | None) -> list[tuple[str, str, str]]:
+    def rows_of(resource_type: str, ids: list[str]) -> Select[Any]:
         query = select(resource.c.resource_type, resource.c.id, resource.c.content).where(
             resource.c.resource_type == resource_type, resource.c.id.in_(ids), resource.c.deleted.is_(False)
         )
-        if since is not None:
-            query = query.where(resource.c.last_updated >= since)
-        for row in repo.connection.execute(query):
-            found[(row.resource_type, row.id)] = row.content
+        return query if since is None else query.where(resource.c.last_updated >= since)
+
+    found = {(row.resource_type, row.id): row.content for row in _run_by_type(repo, keys, rows_of)}
     return [(k[0], k[1], found[k]) for k in keys if k in found]
