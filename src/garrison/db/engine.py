@@ -66,8 +66,16 @@ class DriverStatement:
                 key = (self, tuple(sorted(params.items())))
                 if key in waiting:
                     return waiting.pop(key)
+        return self._first_row(connection, params)[0]
+
+    def _first_row(
+        self, connection: Connection, params: Mapping[str, Any], *, column_names: bool = False
+    ) -> tuple[tuple[Any, ...] | None, list[str]]:
+        """The first row from the database, and the result's column names when asked (reading
+        them builds an object per column: a tenth of a millisecond for a wide row)."""
         raw = connection.connection.driver_connection
         assert raw is not None, "a live connection"
+        postgres = is_postgres(connection)
         sql = self.postgresql if postgres else self.sqlite
         cursor = raw.cursor()
         try:
@@ -77,9 +85,10 @@ class DriverStatement:
                 else:
                     cursor.execute(sql, params)
                 row = cursor.fetchone()
+            names = [column[0] for column in cursor.description or ()] if column_names else []
         finally:
             cursor.close()
-        return None if row is None else tuple(row)
+        return (None if row is None else tuple(row)), names
 
     def send(self, cursor: psycopg.Cursor[Any], params: Mapping[str, Any]) -> None:
         """PostgreSQL: execute on `cursor` (one in a pipeline, say), prepared unless this statement
@@ -116,23 +125,12 @@ def prefetched(connection: Connection, lookups: Sequence[Lookup]) -> Iterator[No
         for position, (_, values) in enumerate(lookups)
         for name, value in values.items()
     }
-    raw = connection.connection.driver_connection
-    assert raw is not None, "a live connection"
-    cursor = raw.cursor()
-    try:
-        with driver_errors(statement.postgresql):
-            statement.send(cursor, params)
-            row = cursor.fetchone()
-        assert row is not None, "always one row"
-        markers = _MARKERS.get(statement)
-        if markers is None:
-            # Where each lookup's columns start: the same at every run of the statement (reading
-            # the description builds an object per column, a tenth of a millisecond a time).
-            assert cursor.description is not None
-            markers = [i for i, column in enumerate(cursor.description) if column.name == _FOUND]
-            _MARKERS[statement] = markers
-    finally:
-        cursor.close()
+    # Where each lookup's columns start is the same at every run of the statement.
+    markers = _MARKERS.get(statement)
+    row, names = statement._first_row(connection, params, column_names=markers is None)
+    assert row is not None, "always one row"
+    if markers is None:
+        markers = _MARKERS[statement] = [i for i, name in enumerate(names) if name == _FOUND]
     waiting: _Prefetched = {}
     for (lookup, values), start, end in zip(lookups, markers, [*markers[1:], len(row)], strict=True):
         # The marker is NULL when the lookup found no row.
