@@ -18,3 +18,19 @@ def test_migrations_match_schema(engine: Engine) -> None:
             if d[0] != "remove_table" or d[1].name != "alembic_version"
         ]
     assert diff == []
+
+
+def test_a_url_with_percent_escapes_reaches_alembic_unchanged() -> None:
+    # A Unix socket directory is given as `?host=%2F...`; ConfigParser would read `%2F` as an
+    # interpolation and refuse the URL.
+    from sqlalchemy import create_engine
+
+    from garrison.db.migrate import alembic_config
+
+    url = "postgresql+psycopg://garrison:p%25ss@/garrison?host=%2Fvar%2Frun%2Fpostgresql"
+    engine = create_engine(url)
+    try:
+        rendered = engine.url.render_as_string(hide_password=False)
+        assert alembic_config(engine).get_main_option("sqlalchemy.url") == rendered
+    finally:
+        engine.dispose()

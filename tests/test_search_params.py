@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.errors import BadRequest, NotSupported
@@ -519,10 +519,48 @@ def test_missing(
         ("subject=Patient/pat-b&component-code-value-quantity=8480-6$gt130", ["obs-4"]),
         ("subject=Patient/pat-b&combo-code=8480-6&_id=obs-4,obs-3", ["obs-4"]),
         ("category=vital-signs&status=final&subject.name=john", ["obs-1"]),
+        # A patient drives: the other filters are checked on each of the patient's index rows.
+        ("patient=pat-a&code=8480-6", ["obs-1", "obs-2"]),
+        ("patient=pat-a,pat-b&code=8480-6,8867-4&date=lt2022", ["obs-1", "obs-3"]),
+        ("subject:Patient=pat-b&code:not=8480-6&value-quantity:missing=false", ["obs-3"]),
+        ("patient=pat-b&date:missing=true", []),
+        ("patient=pat-a&code=8480-6&_id=obs-2,obs-gone", ["obs-2"]),
+        ("subject=Patient/pat-a,Patient/pat-b&combo-code=8480-6&subject.name=jane", ["obs-4"]),
     ],
 )
 def test_several_filters_and(db: Engine, definitions: Definitions, query: str, expected: list[str]) -> None:
     assert search(db, definitions, "Observation", query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "inside"),
+    [
+        ("patient=pat-a&code=8480-6", True),
+        ("subject=Patient/pat-a&code:not=8480-6", True),
+        ("subject:Patient=pat-a&code=8480-6", True),
+        # Not only patients: a Group's members, a Schedule's Slots can be many; the planner orders.
+        ("subject=Group/grp-1&code=8480-6", False),
+        ("subject=pat-a&code=8480-6", False),
+    ],
+)
+def test_filters_are_checked_inside_a_patient_lookup(
+    db: Engine, definitions: Definitions, query: str, inside: bool
+) -> None:
+    """With a patient driving, the other filters are probed on the patient's index rows (before
+    any resource row is read), not on the resource rows the lookup selected."""
+    statements: list[str] = []
+
+    def keep(*args: Any) -> None:
+        statements.append(" ".join(str(args[2]).split()))
+
+    event.listen(db, "before_cursor_execute", keep)
+    try:
+        search(db, definitions, "Observation", query)
+    finally:
+        event.remove(db, "before_cursor_execute", keep)
+    (sql,) = [s for s in statements if "search_token_0" in s]
+    assert ("search_token_0.resource_id = search_reference_0.resource_id" in sql) is inside
+    assert ("search_token_0.resource_id = resource_0.id" in sql) is not inside
 
 
 # --------------------------------------------------------------------------------- _lastUpdated
