@@ -548,6 +548,28 @@ def test_filters_are_checked_inside_a_patient_lookup(
 ) -> None:
     """With a patient driving, the other filters are probed on the patient's index rows (before
     any resource row is read), not on the resource rows the lookup selected."""
+    (sql,) = [s for s in _statements(db, definitions, "Observation", query) if "search_token_0" in s]
+    assert ("search_token_0.resource_id = search_reference_0.resource_id" in sql) is inside
+    assert ("search_token_0.resource_id = resource_0.id" in sql) is not inside
+
+
+@pytest.mark.parametrize(
+    ("query", "driver"),
+    [
+        ("subject=Group/grp-1&identifier=x", "search_token_0"),
+        ("subject=Group/grp-1&identifier:of-type=http://example.org|MR|x", "search_token_0"),
+        ("subject=Group/grp-1&code=8480-6", "search_reference_0"),
+    ],
+)
+def test_an_identifier_drives_before_a_reference(
+    db: Engine, definitions: Definitions, query: str, driver: str
+) -> None:
+    statements = _statements(db, definitions, "Observation", query)
+    assert any(f"resource_0.id IN (SELECT {driver}.resource_id" in sql for sql in statements)
+
+
+def _statements(db: Engine, definitions: Definitions, resource_type: str, query: str) -> list[str]:
+    """The SQL a search ran, whitespace collapsed."""
     statements: list[str] = []
 
     def keep(*args: Any) -> None:
@@ -555,12 +577,10 @@ def test_filters_are_checked_inside_a_patient_lookup(
 
     event.listen(db, "before_cursor_execute", keep)
     try:
-        search(db, definitions, "Observation", query)
+        search(db, definitions, resource_type, query)
     finally:
         event.remove(db, "before_cursor_execute", keep)
-    (sql,) = [s for s in statements if "search_token_0" in s]
-    assert ("search_token_0.resource_id = search_reference_0.resource_id" in sql) is inside
-    assert ("search_token_0.resource_id = resource_0.id" in sql) is not inside
+    return statements
 
 
 # --------------------------------------------------------------------------------- _lastUpdated

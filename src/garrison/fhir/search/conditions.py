@@ -63,6 +63,9 @@ _RANK = {
 # A chain usually pins the resource to a few targets (an identifier, a name), more tightly than a
 # code shared by thousands; a reverse chain usually less so.
 _CHAIN_RANK = 15
+# An identifier names one resource, a reference all of a patient's or a Schedule's: on SQLite,
+# which follows the shape it is given, `Slot?schedule=S&identifier=I` read every Slot of S.
+_IDENTIFIER_RANK = 5
 _HAS_RANK = 50
 
 
@@ -385,4 +388,6 @@ def _rank(flt: Filter) -> int | None:
         return None  # a column of `resource`: already available to the scan
     if flt.modifier == "exact":
         return 30
+    if param.code == "identifier" and param.type == "token" and flt.modifier in (None, "of-type"):
+        return _IDENTIFIER_RANK
     return _RANK.get(param.type, 70)
