@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from joserfc import jws
@@ -45,7 +45,8 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.pg_cluster import PgCluster, available, free_port, start_cluster  # noqa: E402
+from tests.pg_cluster import PgCluster, available, start_cluster  # noqa: E402
+from tests.pg_cluster import free_port as free_port  # noqa: E402, PLC0414 (an explicit re-export)
 
 BACKENDS = ("sqlite", "postgresql")
 FHIR_JSON = "application/fhir+json"
@@ -502,7 +503,15 @@ class HttpClient:
         self._buffer = b""
 
 
-def client_for(server: Server) -> HttpClient:
+class Endpoint(Protocol):
+    """Where a load generator connects: a `Server`, or any other HTTP server on 127.0.0.1."""
+
+    host: str
+    port: int
+    tokens: TokenSource | None
+
+
+def client_for(server: Endpoint) -> HttpClient:
     return HttpClient(server.host, server.port, tokens=server.tokens)
 
 
@@ -533,7 +542,7 @@ def status_ok(status: int, body: bytes) -> str | None:
 
 
 def run_load(
-    server: Server,
+    server: Endpoint,
     work: Work,
     *,
     clients: int,
