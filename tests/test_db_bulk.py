@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from garrison.db.bulk import insert_rows
+from garrison.db.bulk import insert_rows, one_of
 from garrison.db.engine import write_transaction
 from garrison.db.schema import resource_history
 
@@ -46,3 +46,18 @@ def test_a_duplicate_is_an_integrity_error_and_nothing_is_written(engine: Engine
     with engine.connect() as connection:
         ids = connection.execute(select(resource_history.c.id).where(resource_history.c.id.in_(["b2", "b3"])))
         assert sorted(r.id for r in ids) == ["b2"]
+
+
+def test_one_of_matches_exactly_the_listed_values(engine: Engine) -> None:
+    ids = [f"b-{n}" for n in range(1200)]
+    with write_transaction(engine) as connection:
+        insert_rows(connection, resource_history, [_version(i, 1) for i in ids])
+    h = resource_history.c
+    wanted = [*ids[::3], "missing", "b-1200", "B-3", "b-1.5"]
+    with engine.connect() as connection:
+        found = connection.execute(select(h.id).where(one_of(connection, h.id, wanted))).scalars().all()
+        none = connection.execute(select(h.id).where(one_of(connection, h.id, []))).scalars().all()
+        with pytest.raises(ValueError, match="without commas"):
+            one_of(connection, h.id, ["b-1,b-2"])
+    assert sorted(found) == sorted(ids[::3])
+    assert none == []

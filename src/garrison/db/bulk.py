@@ -1,4 +1,5 @@
-"""Writing many rows at once: PostgreSQL `COPY`, SQLite's driver `executemany`.
+"""Many rows or values at once: PostgreSQL `COPY` and SQLite's driver `executemany` for writes,
+and one parameter for a long `IN` list (`one_of`).
 
 A Bundle of a few hundred resources writes thousands of search index rows. PostgreSQL plans and
 executes an INSERT per row even when psycopg pipelines them; `COPY ... FROM STDIN` streams the same
@@ -10,7 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Connection, Float, Integer, String, Table
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Connection,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.types import TypeEngine
 
 from garrison.db.engine import driver_errors, is_postgres
@@ -81,3 +98,19 @@ def _binary_type(column_type: TypeEngine[Any]) -> str:
     if isinstance(column_type, String):  # Text is a String
         return "text"
     raise TypeError(f"no binary COPY type for {column_type!r}")
+
+
+def one_of(connection: Connection, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN (values)` with every value in one parameter, for values that hold no comma (ids):
+    a PostgreSQL array made from one comma-separated string, a JSON list read by `json_each` on
+    SQLite. Both use the column's index as an IN list does. A list of hundreds of ids as separate
+    parameters cost more Python than the query: SQLAlchemy renders each one, and psycopg parses
+    every new statement text (each list length is one); an array parameter is adapted item by item
+    by both, where one string is passed as it is."""
+    if any("," in value for value in values):
+        raise ValueError("one_of takes values without commas (ids)")
+    if is_postgres(connection):
+        joined = bindparam(None, ",".join(values), type_=Text)
+        return column == any_(func.string_to_array(joined, literal_column("','")))
+    listed = func.json_each(bindparam(None, orjson.dumps(list(values)).decode(), type_=Text))
+    return column.in_(select(literal_column("value")).select_from(listed))

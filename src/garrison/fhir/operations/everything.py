@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy import Row, Select, select, union_all
 
+from garrison.db.bulk import one_of
 from garrison.db.schema import resource, search_reference
 from garrison.errors import BadRequest, TooCostly
 from garrison.fhir.search.values import date_range
@@ -113,17 +114,19 @@ def _member_keys(repo: Repository, patient_id: str) -> list[tuple[str, str]]:
             r.target_type == "Patient", r.target_id == patient_id, r.param.in_(params)
         )
     ).all()
+    # Unpacked as tuples: a record has thousands of these rows, and a Row's attributes cost more.
     members = {
-        (row.resource_type, row.resource_id)
-        for row in rows
-        if row.param in compartment.get(row.resource_type, ())
+        (resource_type, resource_id)
+        for resource_type, resource_id, param in rows
+        if param in compartment.get(resource_type, ())
     }
     members.discard(("Patient", patient_id))
+    connection = repo.connection
     targets = _run_by_type(
         repo,
         members | {("Patient", patient_id)},
         lambda resource_type, ids: select(r.target_type, r.target_id).where(
-            r.resource_type == resource_type, r.resource_id.in_(ids), r.target_id.is_not(None)
+            r.resource_type == resource_type, one_of(connection, r.resource_id, ids), r.target_id.is_not(None)
         ),
     )
     referenced = {(t.target_type, t.target_id) for t in targets if t.target_type}
@@ -180,7 +183,9 @@ def _run_by_type(
 def _fetch(repo: Repository, keys: list[tuple[str, str]], since: str | None) -> list[tuple[str, str, str]]:
     def rows_of(resource_type: str, ids: list[str]) -> Select[Any]:
         query = select(resource.c.resource_type, resource.c.id, resource.c.content).where(
-            resource.c.resource_type == resource_type, resource.c.id.in_(ids), resource.c.deleted.is_(False)
+            resource.c.resource_type == resource_type,
+            one_of(repo.connection, resource.c.id, ids),
+            resource.c.deleted.is_(False),
         )
         return query if since is None else query.where(resource.c.last_updated >= since)
 
