@@ -101,14 +101,14 @@ def _binary_type(column_type: TypeEngine[Any]) -> str:
 
 
 def one_of(connection: Connection, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
-    """`column IN (values)` with every value in one parameter, for values that hold no comma (ids):
-    a PostgreSQL array made from one comma-separated string, a JSON list read by `json_each` on
-    SQLite. Both use the column's index as an IN list does. A list of hundreds of ids as separate
-    parameters cost more Python than the query: SQLAlchemy renders each one, and psycopg parses
-    every new statement text (each list length is one); an array parameter is adapted item by item
-    by both, where one string is passed as it is."""
+    """`column IN (values)` with every value in one parameter: a PostgreSQL array made from one
+    comma-separated string, a JSON list read by `json_each` on SQLite. Both use the column's index
+    as an IN list does. A list of hundreds of ids as separate parameters cost more Python than the
+    query: SQLAlchemy renders each one, and psycopg parses every new statement text (each list
+    length is one); an array parameter is adapted item by item by both, where one string is
+    passed as it is. Values holding a comma (never ids) go as an ordinary IN list."""
     if any("," in value for value in values):
-        raise ValueError("one_of takes values without commas (ids)")
+        return column.in_(list(values))
     if is_postgres(connection):
         joined = bindparam(None, ",".join(values), type_=Text)
         return column == any_(func.string_to_array(joined, literal_column("','")))

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, not_, or_, select, true
 
 from garrison.clock import now
+from garrison.db.bulk import one_of
 from garrison.db.schema import resource, search_reference, search_token
 from garrison.errors import Forbidden
 from garrison.fhir.access import AccessContext
@@ -137,7 +138,8 @@ class Guard:
         aliases = Aliases()
         res = aliases(resource)
         condition = self.visible(resource_type, res, aliases)
-        query = select(res.c.id).where(res.c.resource_type == resource_type, res.c.id.in_(list(ids)))
+        listed = one_of(connection, res.c.id, ids)
+        query = select(res.c.id).where(res.c.resource_type == resource_type, listed)
         if condition is not None:
             query = query.where(condition)
         return {row[0] for row in connection.execute(query)}
