@@ -38,7 +38,7 @@ from garrison.db.schema import INDEX_TABLES, resource, search_reference
 from garrison.errors import BadRequest
 from garrison.fhir.definitions import SearchParam
 from garrison.fhir.search.aliases import Aliases, column_equals
-from garrison.fhir.search.indexer import OF_TYPE_SUFFIX
+from garrison.fhir.search.indexer import NOT_INDEXED, OF_TYPE_SUFFIX
 from garrison.fhir.search.parse import ChainFilter, Filter, HasFilter, SimpleFilter, split_unescaped, unescape
 from garrison.fhir.search.predicates import (
     MatchContext,
@@ -118,21 +118,16 @@ class ConditionBuilder:
             key=lambda f: _rank(f) or 0,
             default=None,
         )
-        inside: list[SimpleFilter] = []
         if isinstance(driver, SimpleFilter) and isinstance(resource_type, str) and _names_patients(driver):
-            inside = [
-                f
-                for f in filters
-                if f is not driver and isinstance(f, SimpleFilter) and f.param.code not in _RESOURCE_COLUMNS
-            ]
-        conditions = []
-        for flt in filters:
-            if flt is driver and inside:
-                assert isinstance(flt, SimpleFilter) and isinstance(resource_type, str)
-                conditions.append(self._patient_driver(flt, inside, resource_type, res))
-            elif flt not in inside:
-                conditions.append(self.condition(flt, resource_type, res, driver=flt is driver))
-        return conditions
+            others = [f for f in filters if f is not driver]
+            inside = [f for f in others if isinstance(f, SimpleFilter) and f.param.code not in NOT_INDEXED]
+            if inside:
+                outside = [f for f in others if all(f is not g for g in inside)]
+                return [
+                    self._patient_driver(driver, inside, resource_type, res),
+                    *(self.condition(f, resource_type, res, driver=False) for f in outside),
+                ]
+        return [self.condition(f, resource_type, res, driver=f is driver) for f in filters]
 
     def compartment_condition(
         self, resource_type: str, compartment: tuple[str, str], params: tuple[str, ...], res: Any
@@ -197,8 +192,7 @@ class ConditionBuilder:
         correlation = [rows.id_col == res.c.id]
         if several:
             correlation.append(rows.type_col == res.c.resource_type)
-        probe = exists(select(literal_column("1")).select_from(rows.source).where(*correlation, *rows.where))
-        return ~probe if rows.negate else probe
+        return _probe(rows, correlation)
 
     def _patient_driver(
         self, driver: SimpleFilter, inside: list[SimpleFilter], resource_type: str, res: Any
@@ -213,13 +207,7 @@ class ConditionBuilder:
         for flt in inside:
             probe_rows = self._rows(flt, resource_type)
             assert probe_rows is not None
-            probe = exists(
-                select(literal_column("1"))
-                .select_from(probe_rows.source)
-                .where(probe_rows.id_col == rows.id_col, *probe_rows.where)
-                .offset(0)
-            )
-            checks.append(~probe if probe_rows.negate else probe)
+            checks.append(_probe(probe_rows, [probe_rows.id_col == rows.id_col], fenced=True))
         candidates = select(rows.id_col).select_from(rows.source).where(*rows.where, *checks)
         return res.c.id.in_(candidates)  # type: ignore[no-any-return]
 
@@ -248,7 +236,7 @@ class ConditionBuilder:
         if isinstance(flt, HasFilter):
             assert isinstance(resource_type, str)
             return self._has_rows(flt, resource_type)
-        if flt.param.code in ("_id", "_lastUpdated"):
+        if flt.param.code in NOT_INDEXED:
             return None
         if flt.param.type == "composite":
             return self._composite_rows(flt, resource_type)
@@ -356,7 +344,15 @@ def _of_type(t: Any, resource_type: Scope) -> ColumnElement[bool]:
     return t.c.resource_type.in_(resource_type)  # type: ignore[no-any-return]
 
 
-_RESOURCE_COLUMNS = frozenset({"_id", "_lastUpdated"})  # see _resource_column_condition
+def _probe(
+    rows: _Rows, correlation: list[ColumnElement[bool]], *, fenced: bool = False
+) -> ColumnElement[bool]:
+    """Whether a matching index row exists (or, for a negated filter, none does) for the resource
+    `correlation` ties `rows` to. `fenced`: with OFFSET 0, which keeps PostgreSQL from pulling the
+    probe up into a join (see `_patient_driver`)."""
+    query: Select[Any] = select(literal_column("1")).select_from(rows.source).where(*correlation, *rows.where)
+    probe = exists(query.offset(0) if fenced else query)
+    return ~probe if rows.negate else probe
 
 
 def _names_patients(flt: SimpleFilter) -> bool:
