@@ -29,10 +29,22 @@ https://hl7.org/fhir/R4/search.html#has) nest the same construction one level do
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 
 from garrison.db.schema import INDEX_TABLES, resource, search_reference
 from garrison.errors import BadRequest
@@ -41,12 +53,15 @@ from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.indexer import NOT_INDEXED, OF_TYPE_SUFFIX
 from garrison.fhir.search.parse import ChainFilter, Filter, HasFilter, SimpleFilter, split_unescaped, unescape
 from garrison.fhir.search.predicates import (
+    Match,
     MatchContext,
     any_of,
-    date_match,
+    date_sql,
     local_reference,
+    match_sql,
     parse_date,
-    value_match,
+    plan_date,
+    plan_match,
 )
 
 # Lower ranks are expected to select fewer rows and are preferred as the driving lookup.
@@ -90,6 +105,84 @@ class _Rows:
         return select(self.id_col).select_from(self.source).where(*self.where)
 
 
+class Bindings:
+    """The values of a search's filters, decided before its statement is built, and the name each
+    is bound under. A statement built with bindings binds named placeholders (carrying the values),
+    so its compiled text serves every search of the same `shape` (see fhir/search/statements.py);
+    a builder without bindings binds the values themselves."""
+
+    def __init__(self, ctx: MatchContext) -> None:
+        self.ctx = ctx
+        self.values: dict[str, Any] = {}
+        self._matches: dict[int, list[list[Match]]] = {}  # id of a filter -> per value, per component
+        self._names: dict[tuple[int, int, int], str] = {}  # (id of a filter, value, component) -> name
+
+    def shape(self, flt: Filter) -> Hashable:
+        """What of `flt` decides the SQL built for it (never a bound value); records its values."""
+        if isinstance(flt, ChainFilter):
+            targets = tuple((target, self.shape(inner)) for target, inner in flt.targets)
+            return ("chain", flt.param.code, targets)
+        if isinstance(flt, HasFilter):
+            return ("has", flt.source_type, flt.param.code, self.shape(flt.inner))
+        matches = value_matches(flt, self.ctx)
+        self._matches[id(flt)] = matches
+        for value_index, components in enumerate(matches):
+            for component_index, match in enumerate(components):
+                name = f"v{len(self._names)}"
+                self._names[(id(flt), value_index, component_index)] = name
+                self.values.update((f"{name}_{i}", value) for i, value in enumerate(match.values))
+        missing = flt.modifier == "missing" and flt.values[0] == "true"
+        forms = tuple(tuple((m.kind, m.form) for m in components) for components in matches)
+        return ("simple", flt.param.code, flt.param.type, flt.modifier, missing, _names_patients(flt), forms)
+
+    def compartment_owner(self, owner_id: str) -> Any:
+        """The id of the compartment's owner (`Patient/{id}/Observation`), bound like a filter's value."""
+        self.values["compartment_owner"] = owner_id
+        return bindparam("compartment_owner", owner_id)
+
+    def matches(self, flt: SimpleFilter) -> list[list[Match]] | None:
+        return self._matches.get(id(flt))
+
+    def bound(self, flt: SimpleFilter, value_index: int, component_index: int, match: Match) -> list[Any]:
+        name = self._names[(id(flt), value_index, component_index)]
+        return [bindparam(f"{name}_{i}", value) for i, value in enumerate(match.values)]
+
+
+def value_matches(flt: SimpleFilter, ctx: MatchContext) -> list[list[Match]]:
+    """Each value of `flt` decided (for a composite, each component of each value); BadRequest
+    for a malformed one. `:missing` binds nothing."""
+    param, modifier = flt.param, flt.modifier
+    if param.type == "composite" and not param.components:
+        raise BadRequest(f"{flt.name}: composite parameter {param.code} has no components")
+    if modifier == "missing":
+        return []
+    if param.code == "_id":
+        return [[Match("id", (), (unescape(value),))] for value in flt.values]
+    if param.code == "_lastUpdated":
+        # last_updated is 'YYYY-MM-DDTHH:MM:SS.ffffff+00:00': the bounds take the same zone.
+        return [[plan_date(parse_date(unescape(v), flt.name), ctx=ctx, suffix="+00:00")] for v in flt.values]
+    if param.type == "composite":
+        # https://hl7.org/fhir/R4/search.html#composite: components are `$`-separated.
+        decided = []
+        for value in flt.values:
+            parts = split_unescaped(value, "$")
+            if len(parts) != len(param.components):
+                raise BadRequest(
+                    f"{flt.name}: expected {len(param.components)} $-separated components, not {value!r}"
+                )
+            decided.append(
+                [
+                    plan_match(c.type, part, modifier=None, ctx=ctx, name=flt.name)
+                    for c, part in zip(param.components, parts, strict=True)
+                ]
+            )
+        return decided
+    if param.type not in INDEX_TABLES:
+        raise BadRequest(f"{flt.name}: parameters of type {param.type} cannot be searched")
+    kind_modifier = None if modifier in ("not",) else modifier
+    return [[plan_match(param.type, v, modifier=kind_modifier, ctx=ctx, name=flt.name)] for v in flt.values]
+
+
 def composite_param_code(code: str, index: int) -> str:
     """Index rows of component `index` (0-based) of composite `code` use this param name."""
     return f"{code}${index}"
@@ -103,9 +196,12 @@ def of_type_param_code(code: str) -> str:
 class ConditionBuilder:
     """Builds the conditions of one statement (its aliases are numbered per statement)."""
 
-    def __init__(self, ctx: MatchContext, aliases: Aliases | None = None) -> None:
+    def __init__(
+        self, ctx: MatchContext, aliases: Aliases | None = None, bindings: Bindings | None = None
+    ) -> None:
         self.ctx = ctx
         self.alias = aliases or Aliases()
+        self.bindings = bindings
 
     # -- public -------------------------------------------------------------------------------
 
@@ -136,6 +232,7 @@ class ConditionBuilder:
         of C/id if one of the compartment's parameters for its type refers to C/id; `{def}` (and
         the owner's own type) means the owner itself."""
         compartment_type, owner_id = compartment
+        owner = owner_id if self.bindings is None else self.bindings.compartment_owner(owner_id)
         references = [p for p in params if p != "{def}"]
         conditions: list[ColumnElement[bool]] = []
         if references:
@@ -151,13 +248,13 @@ class ConditionBuilder:
                         else column_equals(sr, "param", references[0])
                     ),
                     sr.c.target_type == compartment_type,
-                    sr.c.target_id == owner_id,
+                    sr.c.target_id == owner,
                     local_reference(sr, self.ctx),
                 ],
             )
             conditions.append(res.c.id.in_(rows.select_ids()))
         if "{def}" in params or resource_type == compartment_type:
-            conditions.append(res.c.id == owner_id)
+            conditions.append(res.c.id == owner)
         if not conditions:
             return false()
         return conditions[0] if len(conditions) == 1 else or_(*conditions)
@@ -217,17 +314,26 @@ class ConditionBuilder:
         """_id and _lastUpdated are columns of `resource`, not index rows."""
         code = flt.param.code
         if code == "_id":
-            ids = [unescape(v) for v in flt.values]
+            ids = [self._bound(flt, i, 0, m)[0] for i, (m,) in enumerate(self._matches(flt))]
             return res.c.id == ids[0] if len(ids) == 1 else res.c.id.in_(ids)  # type: ignore[no-any-return]
         if code == "_lastUpdated":
-            matches = []
-            for value in flt.values:
-                search = parse_date(unescape(value), flt.name)
-                # last_updated is 'YYYY-MM-DDTHH:MM:SS.ffffff+00:00': the bounds take the same zone.
-                col = res.c.last_updated
-                matches.append(date_match(col, col, search, ctx=self.ctx, suffix="+00:00"))
-            return any_of(matches)
+            col = res.c.last_updated
+            matches = self._matches(flt)
+            bounds = [date_sql(col, col, m.form, self._bound(flt, i, 0, m)) for i, (m,) in enumerate(matches)]
+            return any_of(bounds)
         return None
+
+    def _matches(self, flt: SimpleFilter) -> list[list[Match]]:
+        decided = self.bindings.matches(flt) if self.bindings is not None else None
+        return value_matches(flt, self.ctx) if decided is None else decided
+
+    def _bound(
+        self, flt: SimpleFilter, value_index: int, component_index: int, match: Match
+    ) -> Sequence[Any]:
+        """What the SQL of one value binds: its values, or named placeholders carrying them."""
+        if self.bindings is None:
+            return match.values
+        return self.bindings.bound(flt, value_index, component_index, match)
 
     def _rows(self, flt: Filter, resource_type: Scope) -> _Rows | None:
         if isinstance(flt, ChainFilter):
@@ -241,10 +347,8 @@ class ConditionBuilder:
         if flt.param.type == "composite":
             return self._composite_rows(flt, resource_type)
         param, modifier = flt.param, flt.modifier
-        table = INDEX_TABLES.get(param.type)
-        if table is None:
-            raise BadRequest(f"{flt.name}: parameters of type {param.type} cannot be searched")
-        t = self.alias(table)
+        matches = self._matches(flt)  # first: a malformed value is a BadRequest
+        t = self.alias(INDEX_TABLES[param.type])
         code = of_type_param_code(param.code) if modifier == "of-type" else param.code
         where: list[ColumnElement[bool]] = [_of_type(t, resource_type), column_equals(t, "param", code)]
         if modifier == "missing":
@@ -253,24 +357,18 @@ class ConditionBuilder:
             return _Rows(
                 t, t.c.resource_id, where, negate=flt.values[0] == "true", type_col=t.c.resource_type
             )
-        kind_modifier = None if modifier in ("not",) else modifier
-        if param.type == "reference" and modifier is not None and modifier not in ("identifier", "missing"):
-            kind_modifier = modifier  # :Type
-        matches = [
-            value_match(param.type, t, v, modifier=kind_modifier, ctx=self.ctx, name=flt.name)
-            for v in flt.values
-        ]
-        where.append(any_of(matches))
+        where.append(
+            any_of([match_sql(t, m, self._bound(flt, i, 0, m), self.ctx) for i, (m,) in enumerate(matches)])
+        )
         # :not = resources with no row matching the value (https://hl7.org/fhir/R4/search.html#token),
         # including those without the element at all.
         return _Rows(t, t.c.resource_id, where, negate=modifier == "not", type_col=t.c.resource_type)
 
     def _composite_rows(self, flt: SimpleFilter, resource_type: Scope) -> _Rows:
-        # https://hl7.org/fhir/R4/search.html#composite: components are `$`-separated and must
-        # match values of the same element (index rows sharing `grp`).
+        # https://hl7.org/fhir/R4/search.html#composite: components must match values of the same
+        # element (index rows sharing `grp`).
         param = flt.param
-        if not param.components:
-            raise BadRequest(f"{flt.name}: composite parameter {param.code} has no components")
+        matches = self._matches(flt)  # first: a malformed value is a BadRequest
         aliases = [self.alias(INDEX_TABLES[c.type]) for c in param.components]
         first = aliases[0]
         source: Any = first
@@ -296,19 +394,15 @@ class ConditionBuilder:
                 negate=flt.values[0] == "true",
                 type_col=first.c.resource_type,
             )
-        alternatives: list[ColumnElement[bool]] = []
-        for value in flt.values:
-            parts = split_unescaped(value, "$")
-            if len(parts) != len(aliases):
-                raise BadRequest(f"{flt.name}: expected {len(aliases)} $-separated components, not {value!r}")
-            alternatives.append(
-                and_(
-                    *(
-                        value_match(c.type, alias, part, modifier=None, ctx=self.ctx, name=flt.name)
-                        for c, alias, part in zip(param.components, aliases, parts, strict=True)
-                    )
+        alternatives = [
+            and_(
+                *(
+                    match_sql(alias, m, self._bound(flt, i, j, m), self.ctx)
+                    for j, (alias, m) in enumerate(zip(aliases, components, strict=True))
                 )
             )
+            for i, components in enumerate(matches)
+        ]
         where.append(any_of(alternatives))
         return _Rows(source, first.c.resource_id, where, type_col=first.c.resource_type)
 

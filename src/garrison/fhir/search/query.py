@@ -20,14 +20,15 @@ Choices the spec leaves to the server:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import ColumnElement, Connection, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, CursorResult, Select, and_, false, func, or_, select
+from sqlalchemy.engine.interfaces import Dialect
 
 from garrison.db.schema import resource
 from garrison.errors import BadRequest
@@ -35,7 +36,7 @@ from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import StoredResource
 from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.bundle import search_bundle
-from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, ConditionBuilder
+from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, Bindings, ConditionBuilder
 from garrison.fhir.search.includes import fetch_included
 from garrison.fhir.search.paging import (
     Position,
@@ -47,16 +48,20 @@ from garrison.fhir.search.paging import (
 )
 from garrison.fhir.search.parse import ParsedSearch, SearchParser, SimpleFilter
 from garrison.fhir.search.predicates import MatchContext
+from garrison.fhir.search.statements import CompiledStatement, ShapeCache
 from garrison.settings import Settings
 
 if TYPE_CHECKING:  # the guard builds search conditions itself, so it imports this package
     from garrison.fhir.authz.guard import Guard
 
 __all__ = [
+    "PreparedSearch",
     "SearchPage",
     "SearchRequest",
+    "SearchStatements",
     "execute_search",
     "find_matching_ids",
+    "prepare_search",
     "search_bundle",
 ]
 
@@ -173,6 +178,58 @@ def _compartment_types(definitions: Definitions, request: SearchRequest) -> tupl
     return tuple(sorted(types))
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSearch:
+    """A parsed search and its statements, ready to run."""
+
+    parsed: ParsedSearch
+    ctx: MatchContext
+    position: Position | None  # where a cursor's page starts or ends
+    statements: SearchStatements
+    values: Mapping[str, Any]  # what compiled statements bind for this search
+    shape: Hashable | None  # None when the statements were built for this search alone
+
+
+def prepare_search(
+    connection: Connection,
+    definitions: Definitions,
+    settings: Settings,
+    request: SearchRequest,
+    *,
+    guard: Guard | None = None,
+) -> PreparedSearch:
+    """Parse a search and find or build its statements.
+
+    A search whose SQL depends on nothing but its shape gets the statements compiled for the first
+    search of that shape (fhir/search/statements.py); one restricted by the caller's visibility
+    conditions, or continuing from a cursor's position, gets statements built for it alone."""
+    parser = SearchParser(definitions, settings, lenient=request.lenient)
+    parsed = parser.parse(
+        request.resource_type, request.params, compartment_types=_compartment_types(definitions, request)
+    )
+    if parsed.summary == "count":
+        parsed.count = 0
+    restricted = guard is not None and not guard.unrestricted
+    if restricted:
+        assert guard is not None
+        # A whole-system search covers only the types the caller may search.
+        parsed.types = tuple(guard.readable_types("search", parsed.types))
+    ctx = _context(connection, definitions, settings)
+    position = decode_cursor(parsed.cursor) if parsed.cursor else None
+    bindings = None if restricted or position is not None else Bindings(ctx)
+    shape = _shape(ctx, parsed, request.compartment, bindings) if bindings is not None else None
+    statements = _COMPILED.get(shape) if shape is not None else None
+    if statements is None:
+        statements = _build_statements(
+            ctx, definitions, parsed, request.compartment, position=position, guard=guard, bindings=bindings
+        )
+        if shape is not None:
+            statements = statements.compiled(connection.dialect)
+            _COMPILED.put(shape, statements)
+    values = bindings.values if bindings is not None else {}
+    return PreparedSearch(parsed, ctx, position, statements, values, shape)
+
+
 def execute_search(
     connection: Connection,
     definitions: Definitions,
@@ -186,56 +243,27 @@ def execute_search(
     Raises BadRequest for unknown parameters or malformed values, NotSupported for features
     Garrison lacks and TooCostly when a chain is deeper than `settings.max_chain_depth`.
     """
-    parser = SearchParser(definitions, settings, lenient=request.lenient)
-    parsed = parser.parse(
-        request.resource_type, request.params, compartment_types=_compartment_types(definitions, request)
+    prepared = prepare_search(connection, definitions, settings, request, guard=guard)
+    parsed, ctx, position, statements, values = (
+        prepared.parsed,
+        prepared.ctx,
+        prepared.position,
+        prepared.statements,
+        prepared.values,
     )
-    if parsed.summary == "count":
-        parsed.count = 0
-    if guard is not None and not guard.unrestricted:
-        # A whole-system search covers only the types the caller may search.
-        parsed.types = tuple(guard.readable_types("search", parsed.types))
-    ctx = _context(connection, definitions, settings)
-    aliases = Aliases()
-    builder = ConditionBuilder(ctx, aliases)
-    res = aliases(resource)
-    where = _filter_conditions(builder, definitions, parsed, request.compartment, res, guard=guard)
-    position = decode_cursor(parsed.cursor) if parsed.cursor else None
-    single_type = len(parsed.types) == 1
-
     matches: list[StoredResource] = []
     next_position: Position | None = None
     previous_position: Position | None = None
     more = False
-    if parsed.count > 0:
-        columns = sort_columns(parsed.sort, res, aliases)
-        # The sort keys are selected too: the cursor records the last row's values.
-        labels = [c.expr.label(f"k{i}") for i, c in enumerate(columns)]
-        page = select(
-            res.c.resource_type,
-            res.c.id,
-            res.c.version_id,
-            res.c.last_updated,
-            res.c.deleted,
-            res.c.content,
-            *labels,
-        ).where(*where)
-        forward = position is None or position.forward
-        if position is not None:
-            exprs = [c.expr for c in columns]
-            page = page.where(
-                keyset_condition(
-                    columns, exprs, res.c.resource_type, res.c.id, position, single_type=single_type
-                )
-            )
-        by_label = [replace(c, expr=label) for c, label in zip(columns, labels, strict=True)]
-        page = page.order_by(*order_by(by_label, res.c.resource_type, res.c.id, forward=forward))
-        rows = list(connection.execute(page.limit(parsed.count + 1)))
+    forward = position is None or position.forward
+    if statements.page is not None:
+        rows: list[Any] = list(_run(connection, statements.page, values))
         more = len(rows) > parsed.count
         rows = rows[: parsed.count]
         if not forward:
             rows.reverse()
-        matches = [StoredResource(*row[:6]) for row in rows]
+        # `deleted` comes as the driver gives it (0 on SQLite); a search finds current versions only.
+        matches = [StoredResource(row[0], row[1], row[2], row[3], False, row[5]) for row in rows]
         if rows:
             first, last = rows[0], rows[-1]
             after_last = Position(True, tuple(last[6:]), last[0], last[1])
@@ -252,7 +280,7 @@ def execute_search(
         if position is None and parsed.count > 0 and not more:
             total = len(matches)
         else:
-            total = connection.execute(select(func.count()).select_from(res).where(*where)).scalar_one()
+            total = _run(connection, statements.count, values).scalar_one()
 
     warnings: list[str] = []
     included: list[StoredResource] = []
@@ -285,6 +313,90 @@ def execute_search(
         warnings=warnings,
         definitions=definitions,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStatements:
+    """A search's statements: built for one search, or compiled for every search of its shape."""
+
+    page: Select[Any] | CompiledStatement | None  # one row more than the page; None for _count=0
+    count: Select[Any] | CompiledStatement  # how many match
+
+    def compiled(self, dialect: Dialect) -> SearchStatements:
+        page = CompiledStatement.of(self.page, dialect) if isinstance(self.page, Select) else self.page
+        count = CompiledStatement.of(self.count, dialect) if isinstance(self.count, Select) else self.count
+        return SearchStatements(page, count)
+
+
+# Compiled statements per search shape, per process: a few dozen shapes cover an API's traffic.
+_COMPILED: ShapeCache[SearchStatements] = ShapeCache(512)
+
+
+def _shape(
+    ctx: MatchContext, parsed: ParsedSearch, compartment: tuple[str, str] | None, bindings: Bindings
+) -> Hashable:
+    """Everything that decides a search's SQL; `bindings` gets the values it binds."""
+    filters = tuple((t, tuple(bindings.shape(f) for f in parsed.filters[t])) for t in parsed.types)
+    if compartment is not None:
+        bindings.compartment_owner(compartment[1])
+    return (
+        ctx.dialect,
+        ctx.base_url,
+        filters,
+        compartment[0] if compartment is not None else None,
+        tuple(parsed.sort),
+        parsed.count,
+    )
+
+
+def _build_statements(
+    ctx: MatchContext,
+    definitions: Definitions,
+    parsed: ParsedSearch,
+    compartment: tuple[str, str] | None,
+    *,
+    position: Position | None,
+    guard: Guard | None,
+    bindings: Bindings | None,
+) -> SearchStatements:
+    aliases = Aliases()
+    builder = ConditionBuilder(ctx, aliases, bindings)
+    res = aliases(resource)
+    where = _filter_conditions(builder, definitions, parsed, compartment, res, guard=guard)
+    count = select(func.count()).select_from(res).where(*where)
+    if parsed.count <= 0:
+        return SearchStatements(None, count)
+    columns = sort_columns(parsed.sort, res, aliases)
+    # The sort keys are selected too: the cursor records the last row's values.
+    labels = [c.expr.label(f"k{i}") for i, c in enumerate(columns)]
+    page = select(
+        res.c.resource_type,
+        res.c.id,
+        res.c.version_id,
+        res.c.last_updated,
+        res.c.deleted,
+        res.c.content,
+        *labels,
+    ).where(*where)
+    forward = position is None or position.forward
+    if position is not None:
+        exprs = [c.expr for c in columns]
+        page = page.where(
+            keyset_condition(
+                columns, exprs, res.c.resource_type, res.c.id, position, single_type=len(parsed.types) == 1
+            )
+        )
+    by_label = [replace(c, expr=label) for c, label in zip(columns, labels, strict=True)]
+    page = page.order_by(*order_by(by_label, res.c.resource_type, res.c.id, forward=forward))
+    return SearchStatements(page.limit(parsed.count + 1), count)
+
+
+def _run(
+    connection: Connection, statement: Select[Any] | CompiledStatement, values: Mapping[str, Any]
+) -> CursorResult[Any]:
+    if isinstance(statement, CompiledStatement):
+        return statement.execute(connection, values)
+    return connection.execute(statement)
 
 
 def _admitter(

@@ -1,0 +1,299 @@
+"""Search statements compiled once per shape (fhir/search/statements.py).
+
+A search whose SQL depends on nothing but its shape runs the statement compiled for the first
+search of that shape, with its own values bound. These tests check that the shape is sound: two
+searches of one shape build the same SQL (so either's compiled statement serves the other), that
+searches differing in anything the SQL depends on get different shapes, and that a search gives
+the same results whether it compiled its own statement or reused another's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterator
+from urllib.parse import parse_qsl
+
+import pytest
+from sqlalchemy import Engine
+
+from garrison.db.engine import read_transaction, write_transaction
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.search import query as search_query
+from garrison.fhir.search.query import PreparedSearch, SearchRequest, execute_search, prepare_search
+from garrison.fhir.search.statements import CompiledStatement
+from garrison.settings import Settings
+from tests.conftest import clear_tables
+from tests.test_search_params import BASE, MRN, RESOURCES, load
+
+SETTINGS = Settings(base_url=BASE)
+
+# Searches of many forms: per type, pairs of the same form with other values, and forms that
+# differ from them in one respect (modifier, prefix, a token's parts, a reference's kind...).
+CORPUS: list[tuple[str, str]] = [
+    ("Patient", "family=smith"),
+    ("Patient", "family=sanchez"),
+    ("Patient", "family:exact=Smith"),
+    ("Patient", "family:exact=Jones"),
+    ("Patient", "family:contains=ths"),
+    ("Patient", "family:contains=mit"),
+    ("Patient", "given=jane,bob"),
+    ("Patient", "given=john,paul"),
+    ("Patient", "family=smith&given=bob"),
+    ("Patient", "family=100%25"),
+    ("Patient", "identifier=MRN-001"),
+    ("Patient", "identifier=MRN-002"),
+    ("Patient", f"identifier={MRN}|MRN-001"),
+    ("Patient", "identifier=http://other.example.org/id|MRN-001"),
+    ("Patient", "identifier=|MRN-001"),
+    ("Patient", f"identifier={MRN}|"),
+    ("Patient", "identifier:text=medical"),
+    ("Patient", "identifier:text=record"),
+    ("Patient", "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|MRN-001"),
+    ("Patient", "identifier:not=MRN-001"),
+    ("Patient", "gender=male"),
+    ("Patient", "gender=female"),
+    ("Patient", "gender=male,female"),
+    ("Patient", "gender:missing=true"),
+    ("Patient", "gender:missing=false"),
+    ("Patient", "birthdate=1970"),
+    ("Patient", "birthdate=1985-06"),
+    ("Patient", "birthdate=ge1980"),
+    ("Patient", "birthdate=ge1970-05-15"),
+    ("Patient", "birthdate=lt1980"),
+    ("Patient", "birthdate=ap1970"),
+    ("Patient", "birthdate=sa1970"),
+    ("Patient", "birthdate=ne1970"),
+    ("Patient", "general-practitioner=Practitioner/prac-1"),
+    ("Patient", "general-practitioner=Practitioner/prac-2"),
+    ("Patient", "general-practitioner=prac-1"),
+    ("Patient", "general-practitioner:Practitioner=prac-1"),
+    ("Patient", "general-practitioner:Organization=Practitioner/prac-1"),
+    ("Patient", "general-practitioner=Practitioner/prac-1/_history/1"),
+    ("Patient", "general-practitioner=http://other.example.org/fhir/Practitioner/prac-1"),
+    ("Patient", f"general-practitioner={BASE}/Practitioner/prac-1"),
+    ("Patient", "organization:identifier=http://example.org/org|ACME"),
+    ("Patient", "organization:identifier=ACME"),
+    ("Patient", "organization:identifier=|ACME"),
+    ("Patient", "organization:identifier=http://example.org/org|"),
+    ("Patient", "organization.name=acme"),
+    ("Patient", "organization.name=other"),
+    ("Patient", "_has:Observation:patient:code=8480-6"),
+    ("Patient", "_has:Observation:patient:code=8867-4"),
+    ("Patient", "_id=pat-a"),
+    ("Patient", "_id=pat-b"),
+    ("Patient", "_id=pat-a,pat-b"),
+    ("Patient", "_id=pat-b,pat-c"),
+    ("Patient", "_lastUpdated=gt2000"),
+    ("Patient", "_lastUpdated=lt2000"),
+    ("Patient", "gender=male&_sort=-birthdate"),
+    ("Patient", "gender=male&_sort=birthdate"),
+    ("Patient", "gender=male&_count=1"),
+    ("Patient", "gender=male&_count=2"),
+    ("Patient", "_tag=http://example.org/tags|vip"),
+    ("Patient", "_security=R"),
+    ("Observation", "patient=pat-a&code=8480-6&_sort=-date"),
+    ("Observation", "patient=pat-b&code=8867-4&_sort=-date"),
+    ("Observation", "subject=Patient/pat-a&code=8480-6"),
+    ("Observation", "subject=Patient/pat-b&code=8867-4"),
+    ("Observation", "subject=Group/grp-1&code=8480-6"),
+    (
+        "Observation",
+        "subject=http://other.example.org/fhir/Patient/pat-a&code=8480-6",
+    ),
+    ("Observation", "subject:Patient=pat-a&code=8480-6"),
+    ("Observation", f"subject={BASE}/Patient/pat-a&code=8480-6"),
+    ("Observation", "value-quantity=120"),
+    ("Observation", "value-quantity=70"),
+    ("Observation", "value-quantity=gt100"),
+    ("Observation", "value-quantity=ap120"),
+    ("Observation", "value-quantity=sa100"),
+    ("Observation", "value-quantity=eb100"),
+    ("Observation", "value-quantity=ne120"),
+    ("Observation", "value-quantity=120|http://unitsofmeasure.org|mm[Hg]"),
+    ("Observation", "value-quantity=70|http://unitsofmeasure.org|/min"),
+    ("Observation", "value-quantity=120||mmHg"),
+    ("Observation", "value-quantity=120|http://unitsofmeasure.org|"),
+    ("Observation", "code-value-quantity=http://loinc.org|8480-6$gt130"),
+    ("Observation", "code-value-quantity=http://loinc.org|8462-4$lt100"),
+    ("Observation", "code-value-quantity=8480-6$gt130"),
+    ("Observation", "value-string=positive"),
+    ("Observation", "value-string=negative"),
+    ("RiskAssessment", "probability=0.25"),
+    ("RiskAssessment", "probability=0.8"),
+    ("RiskAssessment", "probability=gt0.5"),
+    ("ValueSet", "url=http://example.org/fhir/ValueSet/abc"),
+    ("ValueSet", "url=urn:oid:1.2.3"),
+    ("ValueSet", "url:below=http://example.org/fhir/ValueSet"),
+    ("ValueSet", "url:above=http://example.org/fhir/ValueSet/abc/def/ghi"),
+    ("ValueSet", "url:above=http://example.org/fhir/ValueSet/abc/xyz/ghi"),
+    ("ValueSet", "url:above=http://example.org/fhir/ValueSet/abc"),
+]
+# A compartment search: the owner's id is bound like a filter's value.
+COMPARTMENTS: list[tuple[str, str, str]] = [
+    ("Observation", "pat-a", "code=8480-6"),
+    ("Observation", "pat-b", "code=8867-4"),
+]
+_PLACEHOLDER = re.compile(r"\bv\d+_\d+\b|\bcompartment_owner\b")
+
+
+@pytest.fixture(scope="module")
+def db(backend_engine: Engine, definitions: Definitions) -> Iterator[Engine]:
+    clear_tables(backend_engine)
+    load(backend_engine, definitions, RESOURCES)
+    with write_transaction(backend_engine) as connection:
+        system = AccessContext.system("tests")
+        Repository(connection, definitions, SETTINGS, system).delete("Observation", "obs-gone")
+    yield backend_engine
+    clear_tables(backend_engine)
+
+
+def _request(resource_type: str, query: str, compartment: tuple[str, str] | None = None) -> SearchRequest:
+    return SearchRequest(resource_type, parse_qsl(query, keep_blank_values=True), compartment=compartment)
+
+
+def _prepared(db: Engine, definitions: Definitions, request: SearchRequest) -> PreparedSearch:
+    """The search prepared as its own first search of its shape (nothing cached)."""
+    search_query._COMPILED.clear()
+    with read_transaction(db) as connection:
+        return prepare_search(connection, definitions, SETTINGS, request)
+
+
+def _ids(db: Engine, definitions: Definitions, request: SearchRequest) -> list[str]:
+    with read_transaction(db) as connection:
+        page = execute_search(connection, definitions, SETTINGS, request)
+    return [m.id for m in page.matches]
+
+
+def _fixed_part(statement: CompiledStatement) -> tuple[str, dict[str, object]]:
+    """The SQL and the values its shape fixes (everything but the placeholders)."""
+    constants = {k: v for k, v in statement.constants.items() if not _PLACEHOLDER.fullmatch(k)}
+    return statement.sql, constants
+
+
+def _all_requests() -> list[SearchRequest]:
+    requests = [_request(t, q) for t, q in CORPUS]
+    requests += [_request(t, q, ("Patient", owner)) for t, owner, q in COMPARTMENTS]
+    return requests
+
+
+def test_searches_of_one_shape_build_the_same_statements(db: Engine, definitions: Definitions) -> None:
+    by_shape: dict[Hashable, list[tuple[SearchRequest, PreparedSearch]]] = {}
+    for request in _all_requests():
+        prepared = _prepared(db, definitions, request)
+        assert prepared.shape is not None, request
+        by_shape.setdefault(prepared.shape, []).append((request, prepared))
+    shared = [group for group in by_shape.values() if len(group) > 1]
+    # The corpus holds pairs of one form and forms that differ: both must show.
+    assert len(shared) >= 20
+    assert len(by_shape) >= 60
+    for group in shared:
+        first_request, first = group[0]
+        assert isinstance(first.statements.page, CompiledStatement)
+        assert isinstance(first.statements.count, CompiledStatement)
+        for request, other in group[1:]:
+            assert isinstance(other.statements.page, CompiledStatement)
+            assert isinstance(other.statements.count, CompiledStatement)
+            same_page = _fixed_part(other.statements.page) == _fixed_part(first.statements.page)
+            assert same_page, (first_request, request)
+            assert _fixed_part(other.statements.count) == _fixed_part(first.statements.count)
+            # Every placeholder the shared statement binds has this search's value.
+            for name in _PLACEHOLDER.findall(first.statements.page.sql + first.statements.count.sql):
+                assert name in other.values, (request, name)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("family=smith", "family=sanchez"),
+        ("identifier=MRN-001", "identifier=MRN-002"),
+        ("general-practitioner=Practitioner/prac-1", "general-practitioner=Practitioner/prac-2"),
+        ("_id=pat-a,pat-b", "_id=pat-b,pat-c"),
+        ("birthdate=1970", "birthdate=1985-06"),
+    ],
+)
+def test_a_search_of_a_known_shape_reuses_its_statements(
+    db: Engine, definitions: Definitions, first: str, second: str
+) -> None:
+    search_query._COMPILED.clear()
+    _ids(db, definitions, _request("Patient", first))
+    with read_transaction(db) as connection:
+        prepared = prepare_search(connection, definitions, SETTINGS, _request("Patient", second))
+    assert len(search_query._COMPILED) == 1
+    assert search_query._COMPILED.get(prepared.shape) is prepared.statements
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("identifier=MRN-001", f"identifier={MRN}|MRN-001"),  # a system too
+        ("identifier=MRN-001", "identifier:not=MRN-001"),
+        ("family=smith", "family:exact=smith"),
+        ("birthdate=1970", "birthdate=ge1970"),
+        ("general-practitioner=Practitioner/prac-1", "general-practitioner=prac-1"),
+        ("general-practitioner=Practitioner/prac-1", "general-practitioner=Organization/org-1"),
+        ("general-practitioner=Practitioner/prac-1", "general-practitioner=Practitioner/prac-1/_history/1"),
+        ("_id=pat-a", "_id=pat-a,pat-b"),
+        ("gender:missing=true", "gender:missing=false"),
+        ("gender=male&_count=1", "gender=male&_count=2"),
+        ("gender=male&_sort=birthdate", "gender=male&_sort=-birthdate"),
+    ],
+)
+def test_searches_differing_in_their_sql_have_different_shapes(
+    db: Engine, definitions: Definitions, first: str, second: str
+) -> None:
+    one = _prepared(db, definitions, _request("Patient", first))
+    other = _prepared(db, definitions, _request("Patient", second))
+    assert one.shape != other.shape
+
+
+def test_a_patient_named_by_url_is_not_the_shape_of_a_relative_reference(
+    db: Engine, definitions: Definitions
+) -> None:
+    # Both are `typed` references to Patient, but only a relative one lets the patient's lookup
+    # drive with the other filters inside it: the SQL differs, so must the shape.
+    relative = _prepared(db, definitions, _request("Observation", "subject=Patient/pat-a&code=8480-6"))
+    absolute = _prepared(
+        db, definitions, _request("Observation", f"subject={BASE}/Patient/pat-a&code=8480-6")
+    )
+    assert relative.shape != absolute.shape
+    assert isinstance(relative.statements.page, CompiledStatement)
+    assert isinstance(absolute.statements.page, CompiledStatement)
+    assert relative.statements.page.sql != absolute.statements.page.sql
+
+
+def test_results_are_the_same_from_a_statement_compiled_for_another_search(
+    db: Engine, definitions: Definitions
+) -> None:
+    requests = _all_requests()
+    alone: list[list[str]] = []
+    for request in requests:
+        search_query._COMPILED.clear()
+        alone.append(_ids(db, definitions, request))
+    # Now every search after the first of its shape runs the first one's statement; the others
+    # run before it in reverse order, so each pair is tried both ways round.
+    for order in (requests, list(reversed(requests))):
+        search_query._COMPILED.clear()
+        shared = {id(request): _ids(db, definitions, request) for request in order}
+        assert [shared[id(request)] for request in requests] == alone
+    assert any(alone), "the corpus finds resources"
+
+
+def test_a_restricted_caller_or_a_cursor_builds_its_own_statements(
+    db: Engine, definitions: Definitions
+) -> None:
+    patient = AccessContext(actor="Patient/pat-a", role="patient", patient="pat-a")
+    search_query._COMPILED.clear()
+    with read_transaction(db) as connection:
+        repository = Repository(connection, definitions, SETTINGS, patient)
+        own = repository.search(_request("Observation", "code=8480-6"))
+        assert {m.id for m in own.matches} == {"obs-1", "obs-2"}  # not obs-6, another server's pat-a
+        assert len(search_query._COMPILED) == 0
+        page = execute_search(connection, definitions, SETTINGS, _request("Patient", "_count=1"))
+        assert page.next_cursor is not None
+        paged = prepare_search(
+            connection, definitions, SETTINGS, _request("Patient", f"_count=1&_cursor={page.next_cursor}")
+        )
+    assert paged.shape is None
+    assert not isinstance(paged.statements.page, CompiledStatement)
