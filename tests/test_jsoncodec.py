@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import orjson
@@ -25,7 +26,9 @@ from garrison.fhir.jsoncodec import dumps, parse_json
         "-0.0",
     ],
 )
-@pytest.mark.parametrize("layout", ['{{"a":{}}}', '{{ "a": [ {} ] }}\n'])
+@pytest.mark.parametrize(
+    "layout", ['{{"a":{}}}', '{{ "a": [ {} ] }}\n', '{{\n    "a": [\n        {}\n    ]\n}}']
+)
 def test_numbers_are_written_back_as_they_were_read(number: str, layout: str) -> None:
     parsed = parse_json(layout.format(number))
     written = dumps(parsed)
@@ -49,3 +52,34 @@ def test_malformed_json_is_a_decode_error() -> None:
         parse_json(b'{"a": 1.50,')
     with pytest.raises(orjson.JSONDecodeError):
         parse_json(b'{"a": 1.5,')
+
+
+def test_pretty_printed_json_is_read_as_orjson_reads_it_when_every_number_survives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Synthea's bundles are pretty-printed: reading them a second time, number by number, doubled
+    # the cost of parsing a transaction.
+    def slow_path(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("parsed a second time")
+
+    monkeypatch.setattr(json, "loads", slow_path)
+    text = (
+        b'{\n  "resourceType": "Observation",\n  "note": [ { "text": "a  b\\n c" } ],\n'
+        b'  "v": [ 7.5, 1.0, 3 ]\n}'
+    )
+    parsed = parse_json(text)
+    assert parsed == {"resourceType": "Observation", "note": [{"text": "a  b\n c"}], "v": [7.5, 1.0, 3]}
+    assert [type(v) for v in parsed["v"]] == [float, float, int]
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        (b'{\n  "v": 1.50\n}', '{"v":1.50}'),  # a trailing zero
+        # an escape orjson writes otherwise, and a number a float would change
+        (b'{ "s": "\\u00e9", "v": 1.50 }', '{"s":"\u00e9","v":1.50}'),
+        (b'{ "s": "x y", "v": [1.5, 2.50] }', '{"s":"x y","v":[1.5,2.50]}'),
+    ],
+)
+def test_pretty_printed_json_keeps_numbers_that_a_float_would_change(text: bytes, written: str) -> None:
+    assert dumps(parse_json(text)) == written

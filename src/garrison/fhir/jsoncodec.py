@@ -14,6 +14,9 @@ from typing import Any
 
 import orjson
 
+# JSON's insignificant whitespace (https://www.rfc-editor.org/rfc/rfc8259#section-2).
+_WHITESPACE = b" \t\n\r"
+
 
 def _integer(text: str) -> int | Decimal:
     # orjson writes integers of up to 64 bits; a longer one stays a Decimal, written digit for digit.
@@ -32,10 +35,13 @@ def parse_json(raw: bytes | str) -> Any:
     """Parse JSON; raises orjson.JSONDecodeError (a ValueError) on malformed input."""
     data = raw.encode() if isinstance(raw, str) else raw
     value = orjson.loads(data)
-    # Compact JSON that orjson writes back byte for byte (NDJSON exports, our own output) kept
-    # every number's text. Anything else (pretty-printed, say) is parsed again with every
-    # number's text in hand.
-    if orjson.dumps(value) == data.strip():
+    # JSON that orjson writes back token for token kept every number's text: compact JSON byte
+    # for byte (NDJSON exports, our own output), pretty-printed JSON (Synthea's bundles, most
+    # clients') once whitespace is dropped from both. Numbers hold no whitespace, and a number
+    # written differently (1.50 against 1.5) makes the two differ where it ends, so equal texts
+    # mean equal numbers. Anything else is parsed again with every number's text in hand.
+    written = orjson.dumps(value)
+    if written == data.strip() or written.translate(None, _WHITESPACE) == data.translate(None, _WHITESPACE):
         return value
     try:
         return json.loads(data, parse_float=_fraction, parse_int=_integer)
