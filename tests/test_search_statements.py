@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.fhir.access import AccessContext
@@ -280,16 +281,23 @@ def test_results_are_the_same_from_a_statement_compiled_for_another_search(
     assert any(alone), "the corpus finds resources"
 
 
-def test_a_restricted_caller_or_a_cursor_builds_its_own_statements(
-    db: Engine, definitions: Definitions
-) -> None:
+def test_a_restricted_caller_builds_its_own_statements(db: Engine, definitions: Definitions) -> None:
+    # A caller's visibility conditions hold the patients, facility and labels they may see: their
+    # statements are built for them each time, with SQLAlchemy's own cache of compiled forms.
     patient = AccessContext(actor="Patient/pat-a", role="patient", patient="pat-a")
     search_query._COMPILED.clear()
     with read_transaction(db) as connection:
         repository = Repository(connection, definitions, SETTINGS, patient)
         own = repository.search(_request("Observation", "code=8480-6"))
-        assert {m.id for m in own.matches} == {"obs-1", "obs-2"}  # not obs-6, another server's pat-a
-        assert len(search_query._COMPILED) == 0
+        prepared = prepare_search(
+            connection, definitions, SETTINGS, _request("Observation", "code=8480-6"), guard=repository.guard
+        )
+    assert sorted(m.id for m in own.matches) == ["obs-1", "obs-2"]  # not obs-6, another server's pat-a
+    assert prepared.shape is None and len(search_query._COMPILED) == 0
+
+
+def test_a_page_after_a_cursor_builds_its_own_statements(db: Engine, definitions: Definitions) -> None:
+    with read_transaction(db) as connection:
         page = execute_search(connection, definitions, SETTINGS, _request("Patient", "_count=1"))
         assert page.next_cursor is not None
         paged = prepare_search(
@@ -297,3 +305,38 @@ def test_a_restricted_caller_or_a_cursor_builds_its_own_statements(
         )
     assert paged.shape is None
     assert not isinstance(paged.statements.page, CompiledStatement)
+
+
+def _search_statements(
+    db: Engine, definitions: Definitions, context: AccessContext, query: str
+) -> list[str]:
+    statements: list[str] = []
+
+    def keep(*args: Any) -> None:
+        statements.append(" ".join(str(args[2]).split()))
+
+    with read_transaction(db) as connection:
+        event.listen(db, "before_cursor_execute", keep)
+        try:
+            Repository(connection, definitions, SETTINGS, context).search(_request("Observation", query))
+        finally:
+            event.remove(db, "before_cursor_execute", keep)
+    return [s for s in statements if "FROM resource AS resource_0" in s]
+
+
+def test_a_search_confined_to_one_record_starts_from_that_record(
+    db: Engine, definitions: Definitions
+) -> None:
+    # SQLite follows the shape it is given: started from the code, a patient's own search read
+    # every patient's rows of that code and checked each for the patient.
+    patient = AccessContext(actor="Patient/pat-a", role="patient", patient="pat-a")
+    (sql,) = _search_statements(db, definitions, patient, "code=8480-6")
+    assert "resource_0.id IN (SELECT search_reference_0.resource_id FROM search_reference" in sql
+    assert "EXISTS (SELECT 1 FROM search_token AS search_token_0" in sql
+    assert "resource_0.id IN (SELECT search_token_0.resource_id" not in sql
+
+
+def test_a_search_reaching_many_records_starts_from_its_filters(db: Engine, definitions: Definitions) -> None:
+    clinician = AccessContext(actor="Practitioner/prac-1", role="physician", facility="org-1")
+    (sql,) = _search_statements(db, definitions, clinician, "code=8480-6")
+    assert "resource_0.id IN (SELECT search_token_0.resource_id" in sql

@@ -205,15 +205,16 @@ class ConditionBuilder:
 
     # -- public -------------------------------------------------------------------------------
 
-    def conditions(self, resource_type: Scope, filters: list[Filter], res: Any) -> list[ColumnElement[bool]]:
+    def conditions(
+        self, resource_type: Scope, filters: list[Filter], res: Any, *, drive: bool = True
+    ) -> list[ColumnElement[bool]]:
         """The conditions (ANDed) for `filters` on resources of `resource_type` aliased `res`.
+        With `drive` False every filter is a probe: something else (the caller's own record)
+        is where the search starts.
 
         A tuple of types is allowed when every filter is a RESOURCE_LEVEL_PARAMS one."""
-        driver = min(
-            (f for f in filters if _rank(f) is not None),
-            key=lambda f: _rank(f) or 0,
-            default=None,
-        )
+        candidates = (f for f in filters if drive and _rank(f) is not None)
+        driver = min(candidates, key=lambda f: _rank(f) or 0, default=None)
         if isinstance(driver, SimpleFilter) and isinstance(resource_type, str) and _names_patients(driver):
             others = [f for f in filters if f is not driver]
             inside = [f for f in others if isinstance(f, SimpleFilter) and f.param.code not in NOT_INDEXED]

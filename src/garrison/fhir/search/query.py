@@ -114,7 +114,12 @@ def _filter_conditions(
     restricted = guard is not None and not guard.unrestricted
 
     def type_conditions(resource_type: str) -> list[ColumnElement[bool]]:
-        conditions = builder.conditions(resource_type, parsed.filters[resource_type], res)
+        # A caller confined to one patient's record: the search starts from that record.
+        start = guard.patient_driver(resource_type, res, builder.alias) if restricted and guard else None
+        filters = parsed.filters[resource_type]
+        conditions = builder.conditions(resource_type, filters, res, drive=start is None)
+        if start is not None:
+            conditions.insert(0, start)
         if compartment is not None:
             params = definitions.compartments.get(compartment[0], {}).get(resource_type, ())
             conditions.append(builder.compartment_condition(resource_type, compartment, params, res))
