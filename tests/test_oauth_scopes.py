@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from garrison.fhir.authz.scopes import ScopeSet
 from garrison.oauth.scopes import grantable, parse_resource_scope, split_scopes
 
 
@@ -133,3 +134,19 @@ def test_parser_never_crashes(text: str) -> None:
     if parsed is not None:
         assert parsed.permissions <= frozenset("cruds") and parsed.permissions
     grantable(split_scopes(text), ["patient/*.rs", "openid"], ("patient", "user"))
+
+
+@pytest.mark.parametrize(
+    ("scopes", "complete"),
+    [
+        ("system/*.cruds", True),
+        ("user/*.*", True),
+        ("patient/*.cruds", False),  # reaches only the patient in context
+        ("patient/*.cruds system/Observation.rs", False),
+        ("patient/*.cruds system/*.cruds", True),
+        ("system/*.rs", False),
+        ("system/*.cruds?category=laboratory", False),
+    ],
+)
+def test_only_full_scopes_beyond_one_patient_narrow_nothing(scopes: str, complete: bool) -> None:
+    assert ScopeSet.parse(scopes).complete is complete

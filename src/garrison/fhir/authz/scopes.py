@@ -72,9 +72,14 @@ class ScopeSet:
 
     @property
     def complete(self) -> bool:
-        """Every interaction on every type, unfiltered (`system/*.cruds`): narrows nothing."""
+        """Every interaction on every type, unfiltered, beyond one patient's record
+        (`system/*.cruds`, `user/*.cruds`): narrows nothing. `patient/*.cruds` is not complete:
+        it reaches only the patient in context."""
         return any(
-            g.resource_type == "*" and len(g.interactions) == len(_LETTER_INTERACTION) and not g.filters
+            g.level != "patient"
+            and g.resource_type == "*"
+            and len(g.interactions) == len(_LETTER_INTERACTION)
+            and not g.filters
             for g in self.grants
         )
 
