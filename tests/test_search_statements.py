@@ -19,6 +19,7 @@ from sqlalchemy import Engine, event
 
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.scopes import ScopeSet
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
 from garrison.fhir.search import query as search_query
@@ -168,9 +169,9 @@ def _ids(db: Engine, definitions: Definitions, request: SearchRequest) -> list[s
 
 
 def _fixed_part(statement: CompiledStatement) -> tuple[str, dict[str, object]]:
-    """The SQL and the values its shape fixes (everything but the placeholders)."""
-    constants = {k: v for k, v in statement.constants.items() if not _PLACEHOLDER.fullmatch(k)}
-    return statement.sql, constants
+    """The SQL and the values its shape fixes. The compiling search's own values are not kept."""
+    assert not any(_PLACEHOLDER.fullmatch(name) for name in statement.constants)
+    return statement.sql, dict(statement.constants)
 
 
 def _all_requests() -> list[SearchRequest]:
@@ -200,7 +201,8 @@ def test_searches_of_one_shape_build_the_same_statements(db: Engine, definitions
             assert same_page, (first_request, request)
             assert _fixed_part(other.statements.count) == _fixed_part(first.statements.count)
             # Every placeholder the shared statement binds has this search's value.
-            for name in _PLACEHOLDER.findall(first.statements.page.sql + first.statements.count.sql):
+            placeholders = first.statements.page.placeholders + first.statements.count.placeholders
+            for name in placeholders:
                 assert name in other.values, (request, name)
 
 
@@ -340,3 +342,23 @@ def test_a_search_reaching_many_records_starts_from_its_filters(db: Engine, defi
     clinician = AccessContext(actor="Practitioner/prac-1", role="physician", facility="org-1")
     (sql,) = _search_statements(db, definitions, clinician, "code=8480-6")
     assert "resource_0.id IN (SELECT search_token_0.resource_id" in sql
+
+
+def test_patient_scopes_confine_a_backend_client_to_the_patient_in_context(
+    db: Engine, definitions: Definitions
+) -> None:
+    # A backend client's role reaches every patient; `patient/*.cruds` must still narrow it to
+    # the patient in context, and to nothing without one.
+    def found(scopes: str, patient: str | None) -> list[str]:
+        client = AccessContext(
+            actor="client/c1", role="system", scopes=ScopeSet.parse(scopes), patient=patient, client="c1"
+        )
+        with read_transaction(db) as connection:
+            page = Repository(connection, definitions, SETTINGS, client).search(
+                _request("Observation", "code=8480-6")
+            )
+        return sorted(m.id for m in page.matches)
+
+    assert found("system/*.cruds", None) == ["obs-1", "obs-2", "obs-6"]
+    assert found("patient/*.cruds", "pat-a") == ["obs-1", "obs-2"]
+    assert found("patient/*.cruds", None) == []

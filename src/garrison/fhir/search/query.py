@@ -20,7 +20,7 @@ Choices the spec leaves to the server:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -222,14 +222,16 @@ def prepare_search(
     ctx = _context(connection, definitions, settings)
     position = decode_cursor(parsed.cursor) if parsed.cursor else None
     bindings = None if restricted or position is not None else Bindings(ctx)
-    shape = _shape(ctx, parsed, request.compartment, bindings) if bindings is not None else None
+    shape = None
+    if bindings is not None:
+        shape = _shape(ctx, connection.dialect.driver, parsed, request.compartment, bindings)
     statements = _COMPILED.get(shape) if shape is not None else None
     if statements is None:
         statements = _build_statements(
             ctx, definitions, parsed, request.compartment, position=position, guard=guard, bindings=bindings
         )
-        if shape is not None:
-            statements = statements.compiled(connection.dialect)
+        if shape is not None and bindings is not None:
+            statements = statements.compiled(connection.dialect, bindings.values.keys())
             _COMPILED.put(shape, statements)
     values = bindings.values if bindings is not None else {}
     return PreparedSearch(parsed, ctx, position, statements, values, shape)
@@ -327,10 +329,13 @@ class SearchStatements:
     page: Select[Any] | CompiledStatement | None  # one row more than the page; None for _count=0
     count: Select[Any] | CompiledStatement  # how many match
 
-    def compiled(self, dialect: Dialect) -> SearchStatements:
-        page = CompiledStatement.of(self.page, dialect) if isinstance(self.page, Select) else self.page
-        count = CompiledStatement.of(self.count, dialect) if isinstance(self.count, Select) else self.count
-        return SearchStatements(page, count)
+    def compiled(self, dialect: Dialect, placeholders: Collection[str]) -> SearchStatements:
+        def compiled(statement: Select[Any] | CompiledStatement) -> CompiledStatement:
+            if isinstance(statement, CompiledStatement):
+                return statement
+            return CompiledStatement.of(statement, dialect, placeholders)
+
+        return SearchStatements(compiled(self.page) if self.page is not None else None, compiled(self.count))
 
 
 # Compiled statements per search shape, per process: a few dozen shapes cover an API's traffic.
@@ -338,14 +343,20 @@ _COMPILED: ShapeCache[SearchStatements] = ShapeCache(512)
 
 
 def _shape(
-    ctx: MatchContext, parsed: ParsedSearch, compartment: tuple[str, str] | None, bindings: Bindings
+    ctx: MatchContext,
+    driver: str,
+    parsed: ParsedSearch,
+    compartment: tuple[str, str] | None,
+    bindings: Bindings,
 ) -> Hashable:
-    """Everything that decides a search's SQL; `bindings` gets the values it binds."""
+    """Everything that decides a search's SQL (`driver`: the database driver, whose parameter
+    style the compiled text is written in); `bindings` gets the values it binds."""
     filters = tuple((t, tuple(bindings.shape(f) for f in parsed.filters[t])) for t in parsed.types)
     if compartment is not None:
         bindings.compartment_owner(compartment[1])
     return (
         ctx.dialect,
+        driver,
         ctx.base_url,
         filters,
         compartment[0] if compartment is not None else None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -27,16 +27,20 @@ from sqlalchemy.sql.compiler import SQLCompiler
 @dataclass(frozen=True, slots=True)
 class CompiledStatement:
     """One statement compiled for a dialect. `constants` are the values its shape fixes (types,
-    parameter codes, the LIMIT); the rest are named placeholders bound at each run."""
+    parameter codes, the LIMIT); `placeholders` are bound at each run. The search that compiled
+    it keeps none of its own values here: they may be a patient's identifiers."""
 
     sql: str
     constants: Mapping[str, Any]
+    placeholders: tuple[str, ...]
     order: tuple[str, ...] | None  # the parameter names in order, for a positional driver (SQLite)
     # The dialect's conversions of bound values by parameter name (SQLite's Float, say).
     processors: Mapping[str, Callable[[Any], Any]]
 
     @classmethod
-    def of(cls, statement: ClauseElement, dialect: Dialect) -> CompiledStatement:
+    def of(
+        cls, statement: ClauseElement, dialect: Dialect, placeholders: Collection[str]
+    ) -> CompiledStatement:
         # Expanding IN lists of constants are written out now: their length is part of the shape.
         compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         assert isinstance(compiled, SQLCompiler)
@@ -46,11 +50,18 @@ class CompiledStatement:
             if not callable(convert):  # a tuple's, which a search never binds
                 raise TypeError(f"{name}: a tuple parameter cannot be bound")
             processors[name] = convert
-        return cls(compiled.string, dict(compiled.params), order, processors)
+        params = compiled.params
+        constants = {name: value for name, value in params.items() if name not in placeholders}
+        bound = tuple(name for name in params if name in placeholders)
+        return cls(compiled.string, constants, bound, order, processors)
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
-        """Run with `values` for the placeholders (names missing from them keep the constants)."""
-        params = {**self.constants, **values}
+        """Run with `values` for the placeholders; every placeholder must have one."""
+        params = dict(self.constants)
+        for name in self.placeholders:
+            if name not in values:
+                raise KeyError(f"no value for {name} of a compiled search statement")
+            params[name] = values[name]
         for name, convert in self.processors.items():
             if params.get(name) is not None:
                 params[name] = convert(params[name])
