@@ -33,7 +33,16 @@ SETTINGS = Settings(base_url=BASE)
 
 # Searches of many forms: per type, pairs of the same form with other values, and forms that
 # differ from them in one respect (modifier, prefix, a token's parts, a reference's kind...).
-CORPUS: list[tuple[str, str]] = [
+CORPUS: list[tuple[str | None, str]] = [
+    # Whole-system searches: one condition serves every type.
+    (None, "_id=pat-a"),
+    (None, "_id=obs-1"),
+    (None, "_id=pat-a,obs-1"),
+    (None, "_lastUpdated=gt2000"),
+    (None, "_lastUpdated=lt2000"),
+    (None, "_id=pat-a&_type=Patient,Observation"),
+    (None, "_id=obs-1&_type=Patient,Observation"),
+    (None, "_id=obs-1&_type=Patient,RiskAssessment"),
     ("Patient", "family=smith"),
     ("Patient", "family=sanchez"),
     ("Patient", "family:exact=Smith"),
@@ -151,7 +160,9 @@ def db(backend_engine: Engine, definitions: Definitions) -> Iterator[Engine]:
     clear_tables(backend_engine)
 
 
-def _request(resource_type: str, query: str, compartment: tuple[str, str] | None = None) -> SearchRequest:
+def _request(
+    resource_type: str | None, query: str, compartment: tuple[str, str] | None = None
+) -> SearchRequest:
     return SearchRequest(resource_type, parse_qsl(query, keep_blank_values=True), compartment=compartment)
 
 

@@ -140,11 +140,8 @@ def _filter_conditions(
         return where
     everything = len(parsed.types) == len(definitions.resource_types)
     first = parsed.filters[parsed.types[0]]
-    if not restricted and compartment is None and all(
-        isinstance(f, SimpleFilter) and f.param.code in RESOURCE_LEVEL_PARAMS for f in first
-    ):
-        # Only parameters every type shares: one condition for all the types at once. The type
-        # list stays even when it is every type: it lets the (type, id) key serve `_id`.
+    if _one_condition_for_all_types(parsed, compartment, restricted=restricted):
+        # The type list stays even when it is every type: it lets the (type, id) key serve `_id`.
         if first or not everything:
             where.append(res.c.resource_type.in_(parsed.types))
         where.extend(builder.conditions(parsed.types, first, res))
@@ -161,6 +158,22 @@ def _filter_conditions(
         per_type.append(res.c.resource_type.in_(unfiltered))
     where.append(or_(*per_type))
     return where
+
+
+def _one_condition_for_all_types(
+    parsed: ParsedSearch, compartment: tuple[str, str] | None, *, restricted: bool
+) -> bool:
+    """Whether a search of several types filters only on parameters every type shares (`_id`,
+    `_lastUpdated`...), so that one condition serves all the types at once."""
+    return (
+        len(parsed.types) > 1
+        and not restricted
+        and compartment is None
+        and all(
+            isinstance(f, SimpleFilter) and f.param.code in RESOURCE_LEVEL_PARAMS
+            for f in parsed.filters[parsed.types[0]]
+        )
+    )
 
 
 @lru_cache(maxsize=64)
@@ -351,13 +364,17 @@ def _shape(
 ) -> Hashable:
     """Everything that decides a search's SQL (`driver`: the database driver, whose parameter
     style the compiled text is written in); `bindings` gets the values it binds."""
-    filters = tuple((t, tuple(bindings.shape(f) for f in parsed.filters[t])) for t in parsed.types)
+    # Filters that one condition serves for every type are decided once, not once per type.
+    shared = _one_condition_for_all_types(parsed, compartment, restricted=False)
+    shaped = parsed.types[:1] if shared else parsed.types
+    filters = tuple((t, tuple(bindings.shape(f) for f in parsed.filters[t])) for t in shaped)
     if compartment is not None:
         bindings.compartment_owner(compartment[1])
     return (
         ctx.dialect,
         driver,
         ctx.base_url,
+        parsed.types,
         filters,
         compartment[0] if compartment is not None else None,
         tuple(parsed.sort),
