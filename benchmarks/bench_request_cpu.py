@@ -1,4 +1,5 @@
-"""Server CPU time of one FHIR read by id, through the real ASGI application, in process.
+"""Server CPU time of one FHIR read by id (or, with --search, one search of the search benchmark's
+shape, `Observation?patient=X&code=Y&_sort=-date`), through the real ASGI application, in process.
 
 The HTTP benchmarks share two cores between the server, the load generator and PostgreSQL, and
 their figures vary by a quarter from run to run. This one calls the application directly (no
@@ -7,6 +8,7 @@ threads: the event loop, the thread pool, the audit group commit). It is the fig
 when changing the request path.
 
     python benchmarks/bench_request_cpu.py --backend both --requests 3000
+    python benchmarks/bench_request_cpu.py --backend both --search --patients 20
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import random
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -30,9 +33,11 @@ from profile_requests import ORIGIN, app_in_process, asgi_authorization, load
 
 async def call(app: Any, path: str, authorization: str) -> None:
     """One GET through the ASGI application, as uvicorn would deliver it."""
+    path, _, query = path.partition("?")
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+        "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8000"), (b"authorization", authorization.encode()),
                     (b"accept", b"application/fhir+json")],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
@@ -50,13 +55,21 @@ async def call(app: Any, path: str, authorization: str) -> None:
         raise SystemExit(f"GET {path} answered {sent[0]['status']}")
 
 
-async def measure(backend: str, patients: int, requests: int) -> list[str]:
+async def measure(backend: str, patients: int, requests: int, *, search: bool = False) -> list[str]:
     with Databases() as databases:
         app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
             authorization = await asgi_authorization(client, client_id, key)
-            references, _ = await load(client, {"Authorization": authorization}, Population(), patients)
-        paths = [f"/fhir/{r}" for r in random.Random(7).choices(references, k=requests + 200)]
+            references, loaded = await load(client, {"Authorization": authorization}, Population(), patients)
+        if search:  # as bench_search.py: three codes each patient has
+            candidates = [
+                f"/fhir/Observation?patient={patient}&code={quote(code, safe='')}&_sort=-date"
+                for patient, codes in loaded
+                for code in codes[:3]
+            ]
+        else:
+            candidates = [f"/fhir/{r}" for r in references]
+        paths = random.Random(7).choices(candidates, k=requests + 200)
         for path in paths[:200]:  # warm-up: caches, pooled connections, first-use code paths
             await call(app, path, authorization)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -74,11 +87,14 @@ def main() -> None:
     parser.add_argument("--backend", default="sqlite", help="sqlite, postgresql or both")
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--search", action="store_true", help="searches instead of reads")
     args = parser.parse_args()
     rows = [
-        asyncio.run(measure(backend, args.patients, args.requests)) for backend in backends_of(args.backend)
+        asyncio.run(measure(backend, args.patients, args.requests, search=args.search))
+        for backend in backends_of(args.backend)
     ]
-    print_table(["backend", "reads", "server CPU ms/read", "wall ms/read"], rows)
+    kind, count = ("search", "searches") if args.search else ("read", "reads")
+    print_table(["backend", count, f"server CPU ms/{kind}", f"wall ms/{kind}"], rows)
 
 
 if __name__ == "__main__":
