@@ -158,12 +158,7 @@ class Guard:
     ) -> ColumnElement[bool] | None:
         by_role = self._reach_condition(resource_type, res, aliases, role)
         scopes = self.context.scopes
-        if (
-            role.patients != "own"
-            and scopes is not None
-            and scopes.grants
-            and all(g.level == "patient" for g in scopes.grants)
-        ):
+        if role.patients != "own" and scopes is not None and scopes.patient_only:
             # patient/ scopes reach only the patient in context, whatever the user's role reaches.
             if self.context.patient is None:
                 return false()
@@ -239,9 +234,7 @@ class Guard:
         if role is None or patient is None:
             return None
         scopes = self.context.scopes
-        if role.patients == "own":
-            return [patient]
-        if scopes is not None and scopes.grants and all(g.level == "patient" for g in scopes.grants):
+        if role.patients == "own" or (scopes is not None and scopes.patient_only):
             return [patient]
         return None
 

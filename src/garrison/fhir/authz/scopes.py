@@ -83,6 +83,12 @@ class ScopeSet:
             for g in self.grants
         )
 
+    @property
+    def patient_only(self) -> bool:
+        """Every grant is patient-level (`patient/...`): the token reaches only the patient in
+        context, whatever its user's role reaches."""
+        return bool(self.grants) and all(g.level == "patient" for g in self.grants)
+
     def permits(self, interaction: Interaction, resource_type: str) -> bool:
         return any(g.covers(interaction, resource_type) for g in self.grants)
 

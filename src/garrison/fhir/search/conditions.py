@@ -131,8 +131,8 @@ class Bindings:
                 name = f"v{len(self._names)}"
                 self._names[(id(flt), value_index, component_index)] = name
                 self.values.update((f"{name}_{i}", value) for i, value in enumerate(match.values))
-        missing = flt.modifier == "missing" and flt.values[0] == "true"
         forms = tuple(tuple((m.kind, m.form) for m in components) for components in matches)
+        missing = _finds_missing(flt)
         return ("simple", flt.param.code, flt.param.type, flt.modifier, missing, _names_patients(flt), forms)
 
     def compartment_owner(self, owner_id: str) -> Any:
@@ -356,7 +356,7 @@ class ConditionBuilder:
             # https://hl7.org/fhir/R4/search.html#modifiers: missing=true finds resources
             # without any value for the parameter.
             return _Rows(
-                t, t.c.resource_id, where, negate=flt.values[0] == "true", type_col=t.c.resource_type
+                t, t.c.resource_id, where, negate=_finds_missing(flt), type_col=t.c.resource_type
             )
         where.append(
             any_of([match_sql(t, m, self._bound(flt, i, 0, m), self.ctx) for i, (m,) in enumerate(matches)])
@@ -392,7 +392,7 @@ class ConditionBuilder:
                 first,
                 first.c.resource_id,
                 where,
-                negate=flt.values[0] == "true",
+                negate=_finds_missing(flt),
                 type_col=first.c.resource_type,
             )
         alternatives = [
@@ -450,6 +450,11 @@ def _probe(
     return ~probe if rows.negate else probe
 
 
+def _finds_missing(flt: SimpleFilter) -> bool:
+    """`:missing=true`: resources without any value for the parameter."""
+    return flt.modifier == "missing" and flt.values[0] == "true"
+
+
 def _names_patients(flt: SimpleFilter) -> bool:
     """Whether `flt` matches references to given patients only (`patient=X`, `subject=Patient/X`):
     a patient's resources of one type number in the hundreds, so checking the other filters on
@@ -469,7 +474,7 @@ def _rank(flt: Filter) -> int | None:
     if isinstance(flt, HasFilter):
         return _HAS_RANK
     param: SearchParam = flt.param
-    if flt.modifier == "not" or (flt.modifier == "missing" and flt.values[0] == "true"):
+    if flt.modifier == "not" or _finds_missing(flt):
         return None
     if flt.modifier == "missing":
         return 80

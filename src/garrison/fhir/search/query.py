@@ -264,20 +264,14 @@ def execute_search(
     Garrison lacks and TooCostly when a chain is deeper than `settings.max_chain_depth`.
     """
     prepared = prepare_search(connection, definitions, settings, request, guard=guard)
-    parsed, ctx, position, statements, values = (
-        prepared.parsed,
-        prepared.ctx,
-        prepared.position,
-        prepared.statements,
-        prepared.values,
-    )
+    parsed, position, statements = prepared.parsed, prepared.position, prepared.statements
     matches: list[StoredResource] = []
     next_position: Position | None = None
     previous_position: Position | None = None
     more = False
     forward = position is None or position.forward
     if statements.page is not None:
-        rows: list[Any] = list(_run(connection, statements.page, values))
+        rows: list[Any] = list(_run(connection, statements.page, prepared.values))
         more = len(rows) > parsed.count
         rows = rows[: parsed.count]
         if not forward:
@@ -300,7 +294,7 @@ def execute_search(
         if position is None and parsed.count > 0 and not more:
             total = len(matches)
         else:
-            total = _run(connection, statements.count, values).scalar_one()
+            total = _run(connection, statements.count, prepared.values).scalar_one()
 
     warnings: list[str] = []
     included: list[StoredResource] = []
@@ -309,7 +303,7 @@ def execute_search(
             connection,
             parsed.includes,
             matches,
-            ctx,
+            prepared.ctx,
             max_depth=settings.max_include_depth,
             max_resources=settings.max_bundle_entries,
             admit=_admitter(connection, guard),
@@ -343,12 +337,13 @@ class SearchStatements:
     count: Select[Any] | CompiledStatement  # how many match
 
     def compiled(self, dialect: Dialect, placeholders: Collection[str]) -> SearchStatements:
-        def compiled(statement: Select[Any] | CompiledStatement) -> CompiledStatement:
+        def compile_one(statement: Select[Any] | CompiledStatement) -> CompiledStatement:
             if isinstance(statement, CompiledStatement):
                 return statement
             return CompiledStatement.of(statement, dialect, placeholders)
 
-        return SearchStatements(compiled(self.page) if self.page is not None else None, compiled(self.count))
+        page = compile_one(self.page) if self.page is not None else None
+        return SearchStatements(page, compile_one(self.count))
 
 
 # Compiled statements per search shape, per process: a few dozen shapes cover an API's traffic.
