@@ -1,5 +1,6 @@
 """Server CPU time of one FHIR read by id (or, with --search, one search of the search benchmark's
-shape, `Observation?patient=X&code=Y&_sort=-date`), through the real ASGI application, in process.
+shape, `Observation?patient=X&code=Y&_sort=-date`; with --ingest, one resource of the ingest
+benchmark's transaction Bundles), through the real ASGI application, in process.
 
 The HTTP benchmarks share two cores between the server, the load generator and PostgreSQL, and
 their figures vary by a quarter from run to run. This one calls the application directly (no
@@ -9,6 +10,7 @@ when changing the request path.
 
     python benchmarks/bench_request_cpu.py --backend both --requests 3000
     python benchmarks/bench_request_cpu.py --backend both --search --patients 20
+    python benchmarks/bench_request_cpu.py --backend both --ingest --patients 40
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ async def call(app: Any, path: str, authorization: str) -> None:
         raise SystemExit(f"GET {path} answered {sent[0]['status']}")
 
 
+async def measure_ingest(backend: str, patients: int) -> list[str]:
+    """CPU and wall time per resource of POSTing `patients` transaction Bundles, one at a time,
+    after two untimed ones (first-use compilation)."""
+    population = Population()
+    with Databases() as databases:
+        app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+            authorization = await asgi_authorization(client, client_id, key)
+            await load(client, {"Authorization": authorization}, population, 2)
+            resources = sum(population.bundle(n).resources for n in range(2, patients + 2))
+            cpu, wall = time.process_time(), time.perf_counter()
+            await load(client, {"Authorization": authorization}, population, patients, first=2)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        app.state.engine.dispose()
+    return [backend, f"{resources:,}", f"{1e6 * cpu / resources:.0f}", f"{1e6 * wall / resources:.0f}"]
+
+
 async def measure(backend: str, patients: int, requests: int, *, search: bool = False) -> list[str]:
     with Databases() as databases:
         app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
@@ -88,7 +107,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--search", action="store_true", help="searches instead of reads")
+    parser.add_argument("--ingest", action="store_true", help="transaction Bundles instead of reads")
     args = parser.parse_args()
+    if args.ingest:
+        figures = [asyncio.run(measure_ingest(b, args.patients)) for b in backends_of(args.backend)]
+        print_table(["backend", "resources", "server CPU us/resource", "wall us/resource"], figures)
+        return
     rows = [
         asyncio.run(measure(backend, args.patients, args.requests, search=args.search))
         for backend in backends_of(args.backend)

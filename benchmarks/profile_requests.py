@@ -100,11 +100,12 @@ def fhir_api_of(app: Any) -> FhirApi:
 
 
 async def load(client: httpx.AsyncClient, headers: dict[str, str], population: Population,
-               patients: int) -> tuple[list[str], list[tuple[str, tuple[str, ...]]]]:
-    """POST the patients as transactions; return every 'Type/id' and (patient id, codes)."""
+               patients: int, *, first: int = 0) -> tuple[list[str], list[tuple[str, tuple[str, ...]]]]:
+    """POST patients first..first+patients-1 as transactions; return every 'Type/id' and
+    (patient id, codes)."""
     references: list[str] = []
     loaded: list[tuple[str, tuple[str, ...]]] = []
-    for n in range(patients):
+    for n in range(first, first + patients):
         generated = population.bundle(n)
         reply = await client.post("/fhir", content=generated.body,
                                   headers={**headers, "Content-Type": "application/fhir+json"})

@@ -1,4 +1,4 @@
-"""`garrison.db.bulk.insert_rows`: COPY on PostgreSQL, executemany on SQLite, the same outcome."""
+"""`garrison.db.bulk.insert_rows`: COPY on PostgreSQL, multi-row INSERTs on SQLite, the same outcome."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from garrison.db.bulk import insert_rows, one_of
-from garrison.db.engine import write_transaction
-from garrison.db.schema import resource_history
+from garrison.db.bulk import SQLITE_ROWS_PER_INSERT, insert_rows, insert_tuples, one_of
+from garrison.db.engine import is_postgres, write_transaction
+from garrison.db.schema import resource_history, search_number
 
 
 def _version(resource_id: str, version: int, content: str = '{"resourceType":"Basic"}') -> dict[str, object]:
@@ -61,3 +61,27 @@ def test_one_of_matches_exactly_the_listed_values(engine: Engine) -> None:
     assert sorted(found) == sorted(ids[::3])
     assert none == []
     assert [row.id for row in commas] == ["b-7"]
+
+
+def test_many_rows_go_in_whole_and_on_sqlite_in_few_statements(engine: Engine) -> None:
+    """SQLite: the driver gives up the GIL at every statement it runs, and a thread under the write
+    lock then waits for other threads' turns; a row per statement made that thousands of waits."""
+    count = 2 * SQLITE_ROWS_PER_INSERT + 37  # full statements and a shorter one
+    columns = ("resource_type", "resource_id", "param", "grp", "low", "high", "value")
+    rows = [("Basic", f"n{i}", "p", i % 3, i / 7, float(i), i * 0.5) for i in range(count)]
+    statements: list[str] = []
+    with write_transaction(engine) as connection:
+        if not is_postgres(connection):
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            raw.set_trace_callback(statements.append)
+        insert_tuples(connection, search_number.name, columns, rows)
+        if not is_postgres(connection):
+            raw.set_trace_callback(None)
+            assert len(statements) == 3
+    n = search_number.c
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(n.resource_type, n.resource_id, n.param, n.grp, n.low, n.high, n.value)
+        ).all()
+    assert sorted(tuple(r) for r in stored) == sorted(rows)

@@ -55,12 +55,17 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class PreparedTransaction:
-    """A transaction of plain creates, validated and indexed before its database transaction."""
+    """A transaction of plain creates, validated and indexed before its database transaction,
+    with the answer to each entry made: under the write lock only the inserts remain."""
 
-    versions: dict[int, PreparedVersion]  # entry index -> first version
+    entries: list[_Entry]
+    versions: list[PreparedVersion]  # in entry order
+    responses: list[FhirResponse]  # in entry order, for when the inserts commit
 
 
-def prepare_transaction(definitions: Definitions, bundle: Any) -> PreparedTransaction | None:
+def prepare_transaction(
+    router: FhirRouter, definitions: Definitions, bundle: Any, prefer: str | None
+) -> PreparedTransaction | None:
     """Prepare a transaction that needs nothing from the database: only POSTs, no ifNoneExist,
     no conditional references. Anything else (or any error) returns None, and the transaction
     is processed entirely inside its database transaction, where errors are reported."""
@@ -90,16 +95,21 @@ def prepare_transaction(definitions: Definitions, bundle: Any) -> PreparedTransa
         if isinstance(raw.get("fullUrl"), str):
             identities[raw["fullUrl"]] = f"{resource_type}/{assigned}"
         planned.append((index, resource_type, assigned, resource))
-    versions: dict[int, PreparedVersion] = {}
+    versions: list[PreparedVersion] = []
     try:
         for index, _resource_type, assigned, resource in planned:
             rewritten = _rewrite_text(resource, identities, index)
             if rewritten is None:
                 return None
-            versions[index] = prepare_version(definitions, rewritten, assigned, 1)
+            versions.append(prepare_version(definitions, rewritten, assigned, 1))
+        entries = [_parse_entry(index, raw, router.base_url) for index, raw in enumerate(raw_entries)]
     except GarrisonError:
         return None
-    return PreparedTransaction(versions)
+    responses = [
+        router.written_response(_entry_request(entry, prefer), version.stored, 201)
+        for entry, version in zip(entries, versions, strict=True)
+    ]
+    return PreparedTransaction(entries, versions, responses)
 
 
 def _rewrite_text(resource: dict[str, Any], identities: dict[str, str], index: int) -> dict[str, Any] | None:
@@ -137,13 +147,14 @@ def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -
         raise BadRequest("Bundle.entry must be an array")
     if len(raw_entries) > repo.settings.max_bundle_entries:
         raise BadRequest(f"A Bundle may hold at most {repo.settings.max_bundle_entries} entries")
-    entries = [_parse_entry(i, e, router.base_url) for i, e in enumerate(raw_entries)]
     prefer = request.header("prefer")
-    if kind == "transaction":
-        prepared = request.prepared if isinstance(request.prepared, PreparedTransaction) else None
-        responses = _transaction(router, repo, entries, prefer, prepared)
+    prepared = request.prepared if isinstance(request.prepared, PreparedTransaction) else None
+    if prepared is not None:
+        responses = _write_prepared(repo, prepared)
     else:
-        responses = _batch(router, repo, entries, prefer)
+        entries = [_parse_entry(i, e, router.base_url) for i, e in enumerate(raw_entries)]
+        process = _transaction if kind == "transaction" else _batch
+        responses = process(router, repo, entries, prefer)
     return FhirResponse(
         200,
         {
@@ -238,12 +249,35 @@ def _batch(
 # ----------------------------------------------------------------------------- transaction
 
 
+def _write_prepared(repo: Repository, prepared: PreparedTransaction) -> list[FhirResponse]:
+    """Store a transaction validated and indexed before its database transaction began."""
+    failing: int | None = None  # the entry being stored, named in any error
+    try:
+        with repo.deferred_writes():
+            for entry, version in zip(prepared.entries, prepared.versions, strict=True):
+                failing = entry.index
+                repo.create_prepared(version)
+            failing = None  # a failure while flushing the batch belongs to no single entry
+    except GarrisonError as error:
+        if failing is not None:
+            _blame_create(repo, prepared.entries[failing], error)
+        raise
+    return prepared.responses
+
+
+def _blame_create(repo: Repository, entry: _Entry, error: GarrisonError) -> None:
+    """Point `error` at the create `entry` and record the refusal. Other entries go through
+    router.handle, which records their failures; creates are written by the transaction
+    directly, so their refusals are recorded here (checklist U2)."""
+    error.issues = [_locate(issue, entry.index) for issue in error.issues]
+    if repo.context.audited:
+        body = entry.resource if isinstance(entry.resource, dict) else {}
+        detail = {"path": entry.path, "query": list(entry.query), "entry": entry.index}
+        repo.audit.append(failure_record(repo.context, "fhir:create", error, patient_in(body), detail))
+
+
 def _transaction(
-    router: FhirRouter,
-    repo: Repository,
-    entries: list[_Entry],
-    prefer: str | None,
-    prepared: PreparedTransaction | None = None,
+    router: FhirRouter, repo: Repository, entries: list[_Entry], prefer: str | None
 ) -> list[FhirResponse]:
     _check_unique_targets(entries)
     responses: dict[int, FhirResponse] = {}
@@ -255,18 +289,6 @@ def _transaction(
             if entry.method == "DELETE":
                 failing = entry.index
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
-        if prepared is not None:
-            # Validated and indexed before the transaction began: only inserts remain.
-            failing = None
-            with repo.deferred_writes():
-                for entry in entries:
-                    failing = entry.index
-                    outcome = repo.create_prepared(prepared.versions[entry.index])
-                    responses[entry.index] = router.written_response(
-                        _entry_request(entry, prefer), outcome.stored, 201
-                    )
-            failing = None  # a failure while flushing the batch belongs to no single entry
-            return [responses[e.index] for e in entries]
         # 2. Decide every id before writing, then rewrite urn:uuid and conditional references.
         failing = None
         _lock_conditions(repo, entries)
@@ -296,15 +318,11 @@ def _transaction(
                 responses[entry.index] = router.handle(repo, _entry_request(entry, prefer))
     except GarrisonError as error:
         if failing is not None:
-            error.issues = [_locate(issue, failing) for issue in error.issues]
             entry = entries[failing]
-            if entry.method == "POST" and repo.context.audited:
-                # Other entries go through router.handle, which records their failures; creates
-                # are written here directly, so their refusals are recorded here (checklist U2).
-                body = entry.resource if isinstance(entry.resource, dict) else {}
-                detail = {"path": entry.path, "query": list(entry.query), "entry": failing}
-                record = failure_record(repo.context, "fhir:create", error, patient_in(body), detail)
-                repo.audit.append(record)
+            if entry.method == "POST":
+                _blame_create(repo, entry, error)
+            else:
+                error.issues = [_locate(issue, failing) for issue in error.issues]
         raise
     return [responses[e.index] for e in entries]
 

@@ -124,7 +124,10 @@ def prepare_version(
         deleted=False,
         content=dumps(stamped),
     )
-    return PreparedVersion(stored, indexer_for(definitions).index(stamped))
+    index_rows = indexer_for(definitions).index(stamped)
+    # Made here, not when inserting: a Bundle's thousands of rows would be made under the write lock.
+    index_rows.tuples(resource_type, resource_id)
+    return PreparedVersion(stored, index_rows)
 
 
 # `resource` and `resource_history` rows as tuples, in these columns.

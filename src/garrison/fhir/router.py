@@ -141,7 +141,7 @@ class FhirRouter:
         if request.method.upper() == "POST" and not request.path.strip("/"):
             from garrison.fhir.bundles import prepare_transaction
 
-            prepared = prepare_transaction(definitions, request.body)
+            prepared = prepare_transaction(self, definitions, request.body, request.header("prefer"))
             if prepared is not None:
                 return replace(request, prepared=prepared)
         return request

@@ -89,9 +89,25 @@ TABLES = tuple(COLUMNS)
 class IndexRows:
     # key: a schema.INDEX_TABLES key; each row has "param", "grp" and the table's value columns.
     by_table: dict[str, list[dict[str, Any]]]
+    # The rows as the tuples `index_tuples` gives, for the resource named in `_owner`.
+    _tuples: dict[str, list[tuple[Any, ...]]] | None = None
+    _owner: tuple[str, str] | None = None
 
     def count(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
+
+    def tuples(self, resource_type: str, resource_id: str) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of the resource `resource_type/resource_id` per INDEX_TABLES key, in
+        `INDEX_COLUMNS` order, made once: `prepare_version` makes them before the write lock."""
+        owner = (resource_type, resource_id)
+        if self._tuples is None or self._owner != owner:
+            made: dict[str, list[tuple[Any, ...]]] = {}
+            for key, table_rows in self.by_table.items():
+                if table_rows:
+                    values_of = _ROW_VALUES[key]
+                    made[key] = [owner + values_of(row) for row in table_rows]
+            self._tuples, self._owner = made, owner
+        return self._tuples
 
 
 # The columns of each index table, in order: resource_type, resource_id, then what a row dict holds.
@@ -101,16 +117,13 @@ _ROW_VALUES = {key: itemgetter(*columns[2:]) for key, columns in INDEX_COLUMNS.i
 
 def index_tuples(owned: Iterable[tuple[str, str, IndexRows | None]]) -> dict[str, list[tuple[Any, ...]]]:
     """The index rows of many resources, given as (resource_type, id, rows), per INDEX_TABLES key
-    and in `INDEX_COLUMNS` order: ready for `garrison.db.bulk.insert_tuples`. Tuples straight from
-    the row dicts: a Bundle writes thousands of rows while holding the write lock."""
+    and in `INDEX_COLUMNS` order: ready for `garrison.db.bulk.insert_tuples`."""
     by_table: dict[str, list[tuple[Any, ...]]] = {}
     for resource_type, resource_id, rows in owned:
         if rows is None:
             continue
-        prefix = (resource_type, resource_id)
-        for key, table_rows in rows.by_table.items():
-            values_of = _ROW_VALUES[key]
-            by_table.setdefault(key, []).extend(prefix + values_of(row) for row in table_rows)
+        for key, table_rows in rows.tuples(resource_type, resource_id).items():
+            by_table.setdefault(key, []).extend(table_rows)
     return by_table
 
 
