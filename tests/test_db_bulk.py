@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from garrison.db.bulk import SQLITE_ROWS_PER_INSERT, insert_rows, insert_tuples, one_of
 from garrison.db.engine import is_postgres, write_transaction
-from garrison.db.schema import resource_history, search_number
+from garrison.db.schema import resource_history, search_number, search_token
 
 
 def _version(resource_id: str, version: int, content: str = '{"resourceType":"Basic"}') -> dict[str, object]:
@@ -85,3 +85,20 @@ def test_many_rows_go_in_whole_and_on_sqlite_in_few_statements(engine: Engine) -
             select(n.resource_type, n.resource_id, n.param, n.grp, n.low, n.high, n.value)
         ).all()
     assert sorted(tuple(r) for r in stored) == sorted(rows)
+
+
+def test_short_writes_and_nulls_go_in_as_given(engine: Engine) -> None:
+    columns = ("resource_type", "resource_id", "param", "grp", "system", "code", "text")
+    rows = [
+        ("Basic", "t1", "code", 0, None, "x", None),
+        ("Basic", "t1", "code", 0, "http://s", None, "tab\tand é"),
+        ("Basic", "t2", "_tag", 1, None, None, None),  # only NULLs where a row may have them
+    ]
+    with write_transaction(engine) as connection:
+        insert_tuples(connection, search_token.name, columns, rows)
+    t = search_token.c
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(t.resource_type, t.resource_id, t.param, t.grp, t.system, t.code, t.text)
+        ).all()
+    assert sorted(map(tuple, stored), key=repr) == sorted(rows, key=repr)

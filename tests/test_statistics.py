@@ -47,6 +47,9 @@ def test_statistics_are_refreshed_after_growth(engine: Engine, repo: Repository)
         while _pg_analyzed(engine, grown) == before[grown] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _pg_analyzed(engine, grown) != before[grown]
+        while keeper.refreshing and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not keeper.refreshing
         # Only the tables that grew: the rest keep the statistics they had.
         assert _pg_analyzed(engine, untouched) == before[untouched]
         return

@@ -1,5 +1,5 @@
-"""Many rows or values at once: PostgreSQL `COPY` and SQLite's driver `executemany` for writes,
-and one parameter for a long `IN` list (`one_of`).
+"""Many rows or values at once: PostgreSQL `COPY` and multi-row SQLite INSERTs for writes, and
+one parameter for a long `IN` list (`one_of`).
 
 A Bundle of a few hundred resources writes thousands of search index rows. PostgreSQL plans and
 executes an INSERT per row even when psycopg pipelines them; `COPY ... FROM STDIN` streams the same
@@ -8,6 +8,7 @@ rows through one statement, in a fraction of the server's time.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain
@@ -55,38 +56,57 @@ def insert_tuples(
     if is_postgres(connection):
         copy_tuples(connection, table_name, columns, rows)
         return
-    # On the driver's own cursor: SQLAlchemy's per-row parameter processing cost more than
-    # SQLite's inserts of a Bundle's index rows.
-    raw = connection.connection.driver_connection
-    assert raw is not None, "a live SQLite connection"
-    per_statement = max(1, min(SQLITE_ROWS_PER_INSERT, _SQLITE_MAX_VARIABLES // len(columns)))
-    cursor = raw.cursor()
-    try:
-        position = 0
-        while position < len(rows):
-            size = min(per_statement, len(rows) - position)
-            statement = _sqlite_insert(table_name, tuple(columns), size)
-            with driver_errors(statement):
-                cursor.execute(statement, list(chain.from_iterable(rows[position : position + size])))
-            position += size
-    finally:
-        cursor.close()
+    _insert_sqlite(connection, table_name, tuple(columns), rows)
 
 
 # Rows per SQLite INSERT. The driver releases the GIL for every statement it steps, and a thread
 # that wants it back waits for another running thread's switch interval (5 ms): `executemany`
 # steps once per row, so a Bundle's inserts under the write lock took 300 times as long while
 # another request of the same process was validating (measured: 62 ms instead of 0.2 ms per
-# resource). Many rows per statement give the GIL up a few times per table instead. (A statement
-# of the rows left over has a size of its own: compiling it costs less than inserting them.)
-SQLITE_ROWS_PER_INSERT = 1024
-_SQLITE_MAX_VARIABLES = 32766  # SQLite's default bound on a statement's parameters
+# resource). Many rows per statement give the GIL up a few times per table instead.
+SQLITE_ROWS_PER_INSERT = 256
+# A single row goes alone; a few rows (one resource's index rows) fill a statement this long.
+_SQLITE_SHORT_INSERT = 16
 
 
-@lru_cache(maxsize=256)
+def _insert_sqlite(
+    connection: Connection, table_name: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> None:
+    # On the driver's own cursor: SQLAlchemy's per-row parameter processing cost more than
+    # SQLite's inserts of a Bundle's index rows.
+    raw = connection.connection.driver_connection
+    assert raw is not None, "a live SQLite connection"
+    width = len(columns) + 1  # and the marker
+    full = max(1, min(SQLITE_ROWS_PER_INSERT, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    short = min(_SQLITE_SHORT_INSERT, full)
+    padding = (None,) * width
+    cursor = raw.cursor()
+    try:
+        for start in range(0, len(rows), full):
+            chunk: list[Sequence[Any]] = [(1, *row) for row in rows[start : start + full]]
+            size = 1 if len(chunk) == 1 else short if len(chunk) <= short else full
+            chunk += [padding] * (size - len(chunk))
+            statement = _sqlite_insert(table_name, columns, size)
+            with driver_errors(statement):
+                cursor.execute(statement, list(chain.from_iterable(chunk)))
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=128)
 def _sqlite_insert(table_name: str, columns: tuple[str, ...], rows: int) -> str:
-    row = f"({', '.join('?' for _ in columns)})"
-    return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES {', '.join(row for _ in range(rows))}"
+    """An INSERT of `rows` rows, each led by a marker: 1, or NULL for padding, which it skips.
+
+    Three sizes per table (one row, short and full), every chunk padded to one of them: the
+    driver keeps each statement text it runs compiled on the connection (its last 128), and a
+    text per row count cost half a megabyte each (measured)."""
+    row = f"({', '.join('?' for _ in range(len(columns) + 1))})"
+    values = ", ".join(row for _ in range(rows))
+    picked = ", ".join(f"column{position + 2}" for position in range(len(columns)))
+    return (
+        f"INSERT INTO {table_name} ({', '.join(columns)}) "
+        f"SELECT {picked} FROM (VALUES {values}) WHERE column1 IS NOT NULL"
+    )
 
 
 def copy_tuples(

@@ -27,9 +27,8 @@ _EVERY_AT_MOST = 64_000
 
 
 _PG_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-# A session lock held by the process refreshing in the background; the key is "garrSTAT" in ASCII.
-_PG_TRY_LOCK = "SELECT pg_try_advisory_lock(7449361093997379924)"
-_PG_UNLOCK = "SELECT pg_advisory_unlock(7449361093997379924)"
+# Held by the process refreshing in the background; the key is "garrSTAT" in ASCII.
+_PG_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(7449361093997379924)"
 # The tables that grew (or changed) by as many rows as they held when last analyzed, or that were
 # never analyzed: at least 50 rows changed, autovacuum's own threshold.
 _PG_GROWN_TABLES = """
@@ -61,13 +60,11 @@ def refresh_statistics(engine: Engine, *, grown_only: bool = False) -> None:
 
 
 def _refresh_grown_postgres(engine: Engine) -> None:
-    with engine.connect() as connection:
+    # The lock is the transaction's: however the refresh ends, it ends with the transaction.
+    with engine.connect() as connection, connection.begin():
         if not connection.exec_driver_sql(_PG_TRY_LOCK).scalar():
             return  # another process is refreshing them now
-        try:
-            _analyze_postgres(engine, connection.exec_driver_sql(_PG_GROWN_TABLES).scalars().all())
-        finally:
-            connection.exec_driver_sql(_PG_UNLOCK)
+        _analyze_postgres(engine, connection.exec_driver_sql(_PG_GROWN_TABLES).scalars().all())
 
 
 def _analyze_postgres(engine: Engine, tables: Sequence[str]) -> None:
@@ -103,6 +100,12 @@ class StatisticsKeeper:
             self._next = self._written + min(self._written, _EVERY_AT_MOST)
             self._running = True
         threading.Thread(target=self._refresh, name="garrison-statistics", daemon=True).start()
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether a refresh is running (for tests and metrics)."""
+        with self._lock:
+            return self._running
 
     def _refresh(self) -> None:
         try:

@@ -90,8 +90,8 @@ class IndexRows:
     # key: a schema.INDEX_TABLES key; each row has "param", "grp" and the table's value columns.
     by_table: dict[str, list[dict[str, Any]]]
     # The rows as the tuples `index_tuples` gives, for the resource named in `_owner`.
-    _tuples: dict[str, list[tuple[Any, ...]]] | None = None
-    _owner: tuple[str, str] | None = None
+    _tuples: dict[str, list[tuple[Any, ...]]] | None = field(default=None, compare=False, repr=False)
+    _owner: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     def count(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
