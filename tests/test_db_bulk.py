@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -102,3 +104,14 @@ def test_short_writes_and_nulls_go_in_as_given(engine: Engine) -> None:
             select(t.resource_type, t.resource_id, t.param, t.grp, t.system, t.code, t.text)
         ).all()
     assert sorted(map(tuple, stored), key=repr) == sorted(rows, key=repr)
+
+
+def test_rows_keep_their_order(engine: Engine) -> None:
+    """History's `seq` (the order of system history) follows the order the rows were given in."""
+    ids = [f"o-{n}" for n in random.Random(3).sample(range(10_000), SQLITE_ROWS_PER_INSERT + 44)]
+    with write_transaction(engine) as connection:
+        insert_rows(connection, resource_history, [_version(i, 1) for i in ids])
+    h = resource_history.c
+    with engine.connect() as connection:
+        stored = connection.execute(select(h.id).order_by(h.seq)).scalars().all()
+    assert stored == ids

@@ -97,6 +97,9 @@ def _insert_sqlite(
 def _sqlite_insert(table_name: str, columns: tuple[str, ...], rows: int) -> str:
     """An INSERT of `rows` rows, each led by a marker: 1, or NULL for padding, which it skips.
 
+    Rows go in in the order given (SQLite reads a VALUES list in order), which history's
+    autoincrement `seq` relies on; a test checks it.
+
     Three sizes per table (one row, short and full), every chunk padded to one of them: the
     driver keeps each statement text it runs compiled on the connection (its last 128), and a
     text per row count cost half a megabyte each (measured)."""
