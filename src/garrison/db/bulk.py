@@ -65,7 +65,7 @@ def insert_tuples(
 # another request of the same process was validating (measured: 62 ms instead of 0.2 ms per
 # resource). Many rows per statement give the GIL up a few times per table instead.
 SQLITE_ROWS_PER_INSERT = 256
-# A single row goes alone; a few rows (one resource's index rows) fill a statement this long.
+# A few rows (one resource's index rows) fill a statement this long; a single row goes alone.
 _SQLITE_SHORT_INSERT = 16
 
 
@@ -82,9 +82,14 @@ def _insert_sqlite(
     padding = (None,) * width
     cursor = raw.cursor()
     try:
+        if len(rows) == 1:  # a single write's row: no marker, no padding
+            statement = _sqlite_insert_one(table_name, columns)
+            with driver_errors(statement):
+                cursor.execute(statement, rows[0])
+            return
         for start in range(0, len(rows), full):
             chunk: list[Sequence[Any]] = [(1, *row) for row in rows[start : start + full]]
-            size = 1 if len(chunk) == 1 else short if len(chunk) <= short else full
+            size = short if len(chunk) <= short else full
             chunk += [padding] * (size - len(chunk))
             statement = _sqlite_insert(table_name, columns, size)
             with driver_errors(statement):
@@ -94,13 +99,19 @@ def _insert_sqlite(
 
 
 @lru_cache(maxsize=128)
+def _sqlite_insert_one(table_name: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+@lru_cache(maxsize=128)
 def _sqlite_insert(table_name: str, columns: tuple[str, ...], rows: int) -> str:
-    """An INSERT of `rows` rows, each led by a marker: 1, or NULL for padding, which it skips.
+    """An INSERT of `rows` rows (2 or more), each led by a marker: 1, or NULL for padding, which
+    it skips.
 
     Rows go in in the order given (SQLite reads a VALUES list in order), which history's
     autoincrement `seq` relies on; a test checks it.
 
-    Three sizes per table (one row, short and full), every chunk padded to one of them: the
+    Two sizes per table (short and full; one row goes alone), every chunk padded to one: the
     driver keeps each statement text it runs compiled on the connection (its last 128), and a
     text per row count cost half a megabyte each (measured)."""
     row = f"({', '.join('?' for _ in range(len(columns) + 1))})"
