@@ -9,6 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from garrison.fhir.bundles import prepare_transaction
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.jsoncodec import parse_json
+from garrison.fhir.router import FhirRouter
 from tests.conftest import LiveServer
 
 
@@ -193,3 +197,30 @@ def test_errors_name_the_failing_entry(client: httpx.Client) -> None:
     assert response.status_code == 412
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert diagnostics.startswith("Entry 1: ") and "Entry 1: Entry" not in diagnostics
+
+
+def test_prepared_transactions_keep_every_number_as_written(definitions: Definitions) -> None:
+    """A prepared transaction rewrites its urn references in the resources' JSON text: decimals
+    keep their written precision (1.50, 1e2), floats and large integers their values."""
+    body = parse_json(
+        b'{"resourceType":"Bundle","type":"transaction","entry":['
+        b'{"fullUrl":"urn:uuid:a1","resource":{"resourceType":"Patient","gender":"male"},'
+        b'"request":{"method":"POST","url":"Patient"}},'
+        b'{"fullUrl":"urn:uuid:b2","resource":{"resourceType":"Observation","status":"final",'
+        b'"code":{"text":"w"},"subject":{"reference":"urn:uuid:a1"},'
+        b'"valueQuantity":{"value":1.50}},"request":{"method":"POST","url":"Observation"}},'
+        b'{"fullUrl":"urn:uuid:c3","resource":{"resourceType":"Observation","status":"final",'
+        b'"code":{"text":"h"},"subject":{"reference":"urn:uuid:a1"},'
+        b'"valueQuantity":{"value":112.41600000000001}},"request":{"method":"POST","url":"Observation"}},'
+        b'{"fullUrl":"urn:uuid:d4","resource":{"resourceType":"Observation","status":"final",'
+        b'"code":{"text":"n"},"subject":{"reference":"urn:uuid:a1"},"valueInteger":2147483647},'
+        b'"request":{"method":"POST","url":"Observation"}}]}'
+    )
+    prepared = prepare_transaction(FhirRouter("http://x/fhir"), definitions, body, None)
+    assert prepared is not None
+    patient, decimal, floating, integer = (parse_json(v.stored.content) for v in prepared.versions)
+    assert decimal["subject"]["reference"] == f"Patient/{patient['id']}"
+    assert '"value":1.50' in prepared.versions[1].stored.content
+    assert floating["valueQuantity"]["value"] == 112.41600000000001
+    assert integer["valueInteger"] == 2147483647
+    assert floating["subject"] == integer["subject"] == decimal["subject"]
