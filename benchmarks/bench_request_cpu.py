@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -57,29 +59,35 @@ async def call(app: Any, path: str, authorization: str) -> None:
         raise SystemExit(f"GET {path} answered {sent[0]['status']}")
 
 
+@asynccontextmanager
+async def application(backend: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient, str]]:
+    """The ASGI application over a fresh database of `backend`, an in-process client of it and a
+    backend client's `Bearer` authorization."""
+    with Databases() as databases:
+        app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+                yield app, client, await asgi_authorization(client, client_id, key)
+        finally:
+            app.state.engine.dispose()
+
+
 async def measure_ingest(backend: str, patients: int) -> list[str]:
     """CPU and wall time per resource of POSTing `patients` transaction Bundles, one at a time,
     after two untimed ones (first-use compilation)."""
     population = Population()
-    with Databases() as databases:
-        app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
-            authorization = await asgi_authorization(client, client_id, key)
-            await load(client, {"Authorization": authorization}, population, 2)
-            resources = sum(population.bundle(n).resources for n in range(2, patients + 2))
-            cpu, wall = time.process_time(), time.perf_counter()
-            await load(client, {"Authorization": authorization}, population, patients, first=2)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        app.state.engine.dispose()
+    async with application(backend) as (_app, client, authorization):
+        await load(client, {"Authorization": authorization}, population, 2)
+        resources = sum(population.bundle(n).resources for n in range(2, patients + 2))
+        cpu, wall = time.process_time(), time.perf_counter()
+        await load(client, {"Authorization": authorization}, population, patients, first=2)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return [backend, f"{resources:,}", f"{1e6 * cpu / resources:.0f}", f"{1e6 * wall / resources:.0f}"]
 
 
 async def measure(backend: str, patients: int, requests: int, *, search: bool = False) -> list[str]:
-    with Databases() as databases:
-        app, client_id, key = app_in_process(databases, backend, "garrison-cpu-")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
-            authorization = await asgi_authorization(client, client_id, key)
-            references, loaded = await load(client, {"Authorization": authorization}, Population(), patients)
+    async with application(backend) as (app, client, authorization):
+        references, loaded = await load(client, {"Authorization": authorization}, Population(), patients)
         if search:  # as bench_search.py: three codes each patient has
             candidates = [
                 f"/fhir/Observation?patient={patient}&code={quote(code, safe='')}&_sort=-date"
@@ -95,7 +103,6 @@ async def measure(backend: str, patients: int, requests: int, *, search: bool = 
         for path in paths[200:]:
             await call(app, path, authorization)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        app.state.engine.dispose()
     return [backend, f"{requests:,}", f"{1000 * cpu / requests:.3f}", f"{1000 * wall / requests:.3f}"]
 
 

@@ -97,12 +97,12 @@ def prepare_transaction(
         planned.append((index, resource_type, assigned, resource))
     versions: list[PreparedVersion] = []
     try:
+        entries = [_parse_entry(index, raw, router.base_url) for index, raw in enumerate(raw_entries)]
         for index, _resource_type, assigned, resource in planned:
             rewritten = _rewrite_text(resource, identities, index)
             if rewritten is None:
                 return None
             versions.append(prepare_version(definitions, rewritten, assigned, 1))
-        entries = [_parse_entry(index, raw, router.base_url) for index, raw in enumerate(raw_entries)]
     except GarrisonError:
         return None
     responses = [
