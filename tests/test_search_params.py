@@ -535,7 +535,7 @@ def test_several_filters_and(db: Engine, definitions: Definitions, query: str, e
 @pytest.mark.parametrize(
     ("query", "inside"),
     [
-        ("patient=pat-a&code=8480-6", True),
+        ("patient=pat-a&code:not=8480-6", True),
         ("subject=Patient/pat-a&code:not=8480-6", True),
         ("subject:Patient=pat-a&code=8480-6", True),
         # Not only patients: a Group's members, a Schedule's Slots can be many; the planner orders.
@@ -551,6 +551,21 @@ def test_filters_are_checked_inside_a_patient_lookup(
     (sql,) = [s for s in _statements(db, definitions, "Observation", query) if "search_token_0" in s]
     assert ("search_token_0.resource_id = search_reference_0.resource_id" in sql) is inside
     assert ("search_token_0.resource_id = resource_0.id" in sql) is not inside
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["patient=pat-a&code=8480-6", "patient=Patient/pat-a,pat-b&category=vital-signs&date=lt2022"],
+)
+def test_a_patients_token_rows_drive_patient_and_a_token(
+    db: Engine, definitions: Definitions, query: str
+) -> None:
+    """`patient` with a token filter starts from the token rows carrying that patient (one index
+    range); the patient filter itself is still checked, on each of those rows."""
+    (sql,) = [s for s in _statements(db, definitions, "Observation", query) if "search_token_0" in s]
+    assert "resource_0.id IN (SELECT search_token_0.resource_id" in sql
+    assert "search_token_0.patient " in sql
+    assert "search_reference_0.resource_id = search_token_0.resource_id" in sql
 
 
 @pytest.mark.parametrize(

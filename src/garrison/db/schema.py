@@ -112,12 +112,24 @@ search_string = _index_table(
 )
 
 # system|code, plus the display/text (normalised) for the :text modifier.
+# `patient`: a Patient id the resource's `patient` search parameter refers to (every reference
+# row of that parameter with a target id, relative or absolute; a row per Patient when there are
+# several, NULL when none). It is the resource's and not the token's: `patient=X&code=Y` finds its
+# candidates in one range of `ix_search_token_patient` instead of probing the code on each of
+# the patient's rows of that type (migration 0019; conditions._patient_driver).
 search_token = _index_table(
     "search_token",
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("text", Text, nullable=True),
+    Column("patient", String(ID_LEN), nullable=True),
     lookup=("code", "resource_id", "system"),
+)
+Index(
+    "ix_search_token_patient",
+    *(search_token.c[c] for c in ("resource_type", "param", "patient", "code", "resource_id", "system")),
+    sqlite_where=search_token.c.patient.is_not(None),
+    postgresql_where=search_token.c.patient.is_not(None),
 )
 
 # A date is a range [low, high] in UTC, both inclusive, as fixed-width ISO text

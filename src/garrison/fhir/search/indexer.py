@@ -105,14 +105,35 @@ class IndexRows:
             for key, table_rows in self.by_table.items():
                 if table_rows:
                     values_of = _ROW_VALUES[key]
-                    made[key] = [owner + values_of(row) for row in table_rows]
+                    if key == "token":
+                        patients = self.patients()
+                        made[key] = [owner + values_of(row) + p for row in table_rows for p in patients]
+                    else:
+                        made[key] = [owner + values_of(row) for row in table_rows]
             self._tuples, self._owner = made, owner
         return self._tuples
 
+    def patients(self) -> list[tuple[str | None]]:
+        """The `patient` column of the resource's token rows (`schema.search_token`): each id its
+        `patient` parameter's reference rows hold, or one NULL when there is none."""
+        found = dict.fromkeys(
+            row["target_id"]
+            for row in self.by_table.get("reference", ())
+            if row["param"] == PATIENT_PARAM and row["target_id"] is not None
+        )
+        return [(patient,) for patient in found] or [(None,)]
 
-# The columns of each index table, in order: resource_type, resource_id, then what a row dict holds.
+
+# The parameter whose references fill search_token.patient.
+PATIENT_PARAM = "patient"
+
+
+# The columns of each index table, in order: resource_type, resource_id, what a row dict holds
+# and, for search_token, the `patient` column that `IndexRows.tuples` adds.
 INDEX_COLUMNS = {key: tuple(c.name for c in table.columns) for key, table in INDEX_TABLES.items()}
 _ROW_VALUES = {key: itemgetter(*columns[2:]) for key, columns in INDEX_COLUMNS.items()}
+assert INDEX_COLUMNS["token"][-1] == "patient", "IndexRows.tuples adds it last"
+_ROW_VALUES["token"] = itemgetter(*INDEX_COLUMNS["token"][2:-1])
 
 
 def index_tuples(owned: Iterable[tuple[str, str, IndexRows | None]]) -> dict[str, list[tuple[Any, ...]]]:
