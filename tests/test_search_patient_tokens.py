@@ -6,7 +6,7 @@ local references only, every Patient of a resource with several, none counted tw
 from __future__ import annotations
 
 import itertools
-import os
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, create_engine, inspect, select, text
 
 from garrison.db.engine import make_engine, read_transaction, write_transaction
 from garrison.db.migrate import alembic_config, upgrade
@@ -203,13 +203,19 @@ def at_0018(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """A database migrated to 0018 only (before search_token.patient)."""
     if request.param == "postgresql":
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database(f"garrison_0018_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+        name = f"garrison_0018_{uuid.uuid4().hex[:12]}"
+        url = cluster.create_database(name)
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('m0019') / 'garrison.sqlite3'}"
     engine = make_engine(url)
     upgrade(engine, "0018")
     yield engine
     engine.dispose()
+    if request.param == "postgresql":
+        server = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}"'))
+        server.dispose()
 
 
 def _migrate(engine: Engine, revision: str) -> None:
@@ -230,7 +236,7 @@ def _rows(engine: Engine, columns: str) -> Counter[tuple[Any, ...]]:
 def test_migration_0019_fills_the_column_from_the_reference_rows(at_0018: Engine) -> None:
     token = (
         "INSERT INTO search_token (resource_type, resource_id, param, grp, system, code, text)"
-        " VALUES (:t, :i, :p, 0, NULL, :c, NULL)"
+        " VALUES (:t, :i, :p, 0, :s, :c, :x)"
     )
     reference = (
         "INSERT INTO search_reference (resource_type, resource_id, param, grp, target_type, target_id)"
@@ -243,7 +249,8 @@ def test_migration_0019_fills_the_column_from_the_reference_rows(at_0018: Engine
             ("Observation", "o2", "status"),
             ("Appointment", "ap", "status"),
         ]:
-            connection.execute(text(token), {"t": resource_type, "i": rid, "p": param, "c": "x"})
+            values = {"s": f"urn:{rid}", "c": param.upper(), "x": f"{rid} {param}"}
+            connection.execute(text(token), {"t": resource_type, "i": rid, "p": param, **values})
         for resource_type, rid, param, target in [
             ("Observation", "o1", "patient", "pa"),
             ("Observation", "o1", "subject", "pa"),
@@ -265,8 +272,14 @@ def test_migration_0019_fills_the_column_from_the_reference_rows(at_0018: Engine
             ("Appointment", "ap", "status", "pc"),
         ]
     )
+    # The copies keep every value of the row they copy.
+    copies = _rows(at_0018, "resource_id, grp, system, code, text")
+    assert copies[("ap", 0, "urn:ap", "STATUS", "ap status")] == 3
+    assert copies[("o1", 0, "urn:o1", "CODE", "o1 code")] == 1
 
     _migrate(at_0018, "0018")
+    with at_0018.connect() as connection:
+        assert "patient" not in {c["name"] for c in inspect(connection).get_columns("search_token")}
     assert _rows(at_0018, "resource_type, resource_id, param") == Counter(
         [
             ("Observation", "o1", "status"),

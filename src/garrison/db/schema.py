@@ -112,11 +112,12 @@ search_string = _index_table(
 )
 
 # system|code, plus the display/text (normalised) for the :text modifier.
-# `patient`: a Patient id the resource's `patient` search parameter refers to (every reference
-# row of that parameter with a target id, relative or absolute; a row per Patient when there are
-# several, NULL when none). It is the resource's and not the token's: `patient=X&code=Y` finds its
-# candidates in one range of `ix_search_token_patient` instead of probing the code on each of
-# the patient's rows of that type (migration 0019; conditions._patient_driver).
+# `patient`: an id the resource's `patient` search parameter refers to (a Patient; for a few
+# types a Group too): every reference row of that parameter with a target id, relative or
+# absolute; a copy of the row per id when there are several, NULL when none. It is the
+# resource's and not the token's: `patient=X&code=Y` finds its candidates in one range of
+# `ix_search_token_patient` instead of probing the code on each of the patient's rows of that
+# type (migration 0019; conditions._patient_driver).
 search_token = _index_table(
     "search_token",
     Column("system", Text, nullable=True),

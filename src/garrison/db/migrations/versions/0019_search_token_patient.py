@@ -11,7 +11,10 @@ the code index once for each (61 probes for a typical Synthea patient at 1,000 p
 the candidates in one range (garrison.db.schema.search_token; fhir/search/conditions.py).
 
 Existing rows are filled from the reference index the same way the indexer fills new ones: every
-target id of the resource's `patient` rows, a copy of each token row per further Patient.
+target id of the resource's `patient` rows, a copy of each token row per further target. A search
+of `patient` with a token filter relies on the column being filled, so every server process must
+run this revision's code once the migration has run (as `garrison serve` does: it upgrades at
+start); `garrison reindex` refills the column from the stored resources.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ _COLUMNS = ("resource_type", "resource_id", "param", "grp", "system", "code", "t
 def upgrade() -> None:
     with op.batch_alter_table("search_token") as batch:
         batch.add_column(sa.Column("patient", sa.String(64), nullable=True))
-    # The first Patient (in id order) on the row itself ...
-    op.execute(
-        "UPDATE search_token SET patient = ("
-        " SELECT min(r.target_id) FROM search_reference AS r"
+    # The first Patient (in id order) on the row itself, touching only rows that get one ...
+    owned = (
+        " FROM search_reference AS r"
         " WHERE r.resource_type = search_token.resource_type AND r.resource_id = search_token.resource_id"
-        " AND r.param = 'patient' AND r.target_id IS NOT NULL)"
+        " AND r.param = 'patient' AND r.target_id IS NOT NULL"
+    )
+    op.execute(
+        f"UPDATE search_token SET patient = (SELECT min(r.target_id){owned}) WHERE EXISTS (SELECT 1{owned})"
     )
     # ... and a copy of the row for each other one.
     columns = ", ".join(_COLUMNS)
