@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, bindparam, delete, select
 
-from garrison.db.bulk import insert_tuples
 from garrison.db.engine import snapshot_transaction, write_transaction
 from garrison.db.schema import INDEX_TABLES, resource
 from garrison.errors import GarrisonError
@@ -24,9 +23,9 @@ from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.bulk_load import load_ndjson
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import parse_json
-from garrison.fhir.repository import Repository
+from garrison.fhir.repository import Repository, insert_index_rows
 from garrison.fhir.router import FhirRequest, FhirRouter
-from garrison.fhir.search.indexer import INDEX_COLUMNS, index_tuples, indexer_for
+from garrison.fhir.search.indexer import indexer_for
 from garrison.settings import Settings
 
 Progress = Callable[[int], None]  # called with the number of resources just processed
@@ -214,17 +213,16 @@ def reindex(
             if not rows:
                 break
             keys = [(r.resource_type, r.id) for r in rows]
-            by_table = index_tuples(
-                (r.resource_type, r.id, indexer.index(parse_json(r.content))) for r in rows
-            )
-            for key, table in INDEX_TABLES.items():
+            for table in INDEX_TABLES.values():
                 connection.execute(
                     delete(table).where(
                         table.c.resource_type == bindparam("rtype"), table.c.resource_id == bindparam("rid")
                     ),
                     [{"rtype": rtype, "rid": rid} for rtype, rid in keys],
                 )
-                insert_tuples(connection, table.name, INDEX_COLUMNS[key], by_table.get(key, []))
+            insert_index_rows(
+                connection, ((r.resource_type, r.id, indexer.index(parse_json(r.content))) for r in rows)
+            )
             if any(rtype == "Consent" for rtype, _ in keys):
                 # A Consent's index rows say whose it is: processes re-read the Consents.
                 bump_consent_generation(connection)

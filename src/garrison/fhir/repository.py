@@ -14,7 +14,7 @@ READ COMMITTED isolation.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,7 +158,12 @@ def insert_versions(
             for s, method, _ in versions
         ],
     )
-    owned = ((s.resource_type, s.id, rows) for s, _, rows in versions)
+    insert_index_rows(connection, ((s.resource_type, s.id, rows) for s, _, rows in versions))
+
+
+def insert_index_rows(connection: Connection, owned: Iterable[tuple[str, str, IndexRows | None]]) -> None:
+    """The search index rows of resources given as (resource_type, id, rows): one multi-row
+    statement (SQLite) or COPY (PostgreSQL) per index table."""
     for key, rows in index_tuples(owned).items():
         insert_tuples(connection, INDEX_TABLES[key].name, INDEX_COLUMNS[key], rows)
 

@@ -131,9 +131,11 @@ PATIENT_PARAM = "patient"
 # The columns of each index table, in order: resource_type, resource_id, what a row dict holds
 # and, for search_token, the `patient` column that `IndexRows.tuples` adds.
 INDEX_COLUMNS = {key: tuple(c.name for c in table.columns) for key, table in INDEX_TABLES.items()}
-_ROW_VALUES = {key: itemgetter(*columns[2:]) for key, columns in INDEX_COLUMNS.items()}
 assert INDEX_COLUMNS["token"][-1] == "patient", "IndexRows.tuples adds it last"
-_ROW_VALUES["token"] = itemgetter(*INDEX_COLUMNS["token"][2:-1])
+_ROW_VALUES = {
+    key: itemgetter(*(columns[2:-1] if key == "token" else columns[2:]))
+    for key, columns in INDEX_COLUMNS.items()
+}
 
 
 def index_tuples(owned: Iterable[tuple[str, str, IndexRows | None]]) -> dict[str, list[tuple[Any, ...]]]:

@@ -32,19 +32,21 @@ _PATIENTS = (
     " WHERE param = 'patient' AND target_id IS NOT NULL"
 )
 _COLUMNS = ("resource_type", "resource_id", "param", "grp", "system", "code", "text")
+# The `patient` reference rows of a token row's resource (a correlated FROM ... WHERE).
+_OWN_PATIENTS = (
+    " FROM search_reference AS r"
+    " WHERE r.resource_type = search_token.resource_type AND r.resource_id = search_token.resource_id"
+    " AND r.param = 'patient' AND r.target_id IS NOT NULL"
+)
 
 
 def upgrade() -> None:
     with op.batch_alter_table("search_token") as batch:
         batch.add_column(sa.Column("patient", sa.String(64), nullable=True))
     # The first Patient (in id order) on the row itself, touching only rows that get one ...
-    owned = (
-        " FROM search_reference AS r"
-        " WHERE r.resource_type = search_token.resource_type AND r.resource_id = search_token.resource_id"
-        " AND r.param = 'patient' AND r.target_id IS NOT NULL"
-    )
     op.execute(
-        f"UPDATE search_token SET patient = (SELECT min(r.target_id){owned}) WHERE EXISTS (SELECT 1{owned})"
+        f"UPDATE search_token SET patient = (SELECT min(r.target_id){_OWN_PATIENTS})"
+        f" WHERE EXISTS (SELECT 1{_OWN_PATIENTS})"
     )
     # ... and a copy of the row for each other one.
     columns = ", ".join(_COLUMNS)
@@ -66,11 +68,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_search_token_patient", table_name="search_token")
-    op.execute(
-        "DELETE FROM search_token WHERE patient IS NOT NULL AND patient > ("
-        " SELECT min(r.target_id) FROM search_reference AS r"
-        " WHERE r.resource_type = search_token.resource_type AND r.resource_id = search_token.resource_id"
-        " AND r.param = 'patient' AND r.target_id IS NOT NULL)"
-    )
+    # The copies: every row whose patient is not its resource's first.
+    op.execute(f"DELETE FROM search_token WHERE patient > (SELECT min(r.target_id){_OWN_PATIENTS})")
     with op.batch_alter_table("search_token") as batch:
         batch.drop_column("patient")
