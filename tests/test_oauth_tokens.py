@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -273,9 +273,16 @@ def test_forged_tokens_are_rejected(
 
 def test_leeway_is_at_most_60_seconds(conn: Connection, oauth_settings: Settings, client_id: str) -> None:
     token = _issue(conn, oauth_settings, client_id)
-    with clock.travel(timedelta(seconds=300 + 59)):
+    expires = datetime.fromtimestamp(decode_segments(token)[1]["exp"], UTC)
+
+    def after_expiry(seconds: int) -> timedelta:
+        # Measured from the token's own (whole-second) exp, not from when it was issued, so a
+        # slow machine between issuing and checking cannot push the first check past the leeway.
+        return expires + timedelta(seconds=seconds) - clock.now()
+
+    with clock.travel(after_expiry(59)):
         validate_access_token(conn, token, oauth_settings)
-    with clock.travel(timedelta(seconds=300 + 61)):
+    with clock.travel(after_expiry(61)):
         assert _reason(conn, oauth_settings, token) == "expired"
 
 
