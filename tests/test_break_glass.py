@@ -125,10 +125,15 @@ def test_session_is_time_boxed_audited_and_alerted(engine: Engine) -> None:
     assert started.outcome == "success" and started.source == "10.0.0.7" and started.session == "jti-1"
     assert started.detail["reason"] == REASON and started.detail["grant"] == grant.id
 
-    with clock.travel(timedelta(minutes=59, seconds=59)):
+    # Measured from the grant's stored expiry, not from when the test acted, so a slow machine
+    # between starting and checking cannot push the 59:59 check past the expiry.
+    with read_transaction(engine) as connection:
+        stored = get_grant(connection, grant.id)
+    assert stored is not None and stored.expires - stored.started == timedelta(minutes=60)
+    with clock.travel(stored.expires - timedelta(seconds=1) - clock.now()):  # 59:59 after the start
         assert active(engine) == {"p1"}
         assert audit(engine, STOP) == []
-    with clock.travel(timedelta(minutes=60)):
+    with clock.travel(stored.expires - clock.now()):
         assert active(engine) == frozenset()  # access ends at the expiry instant
         # Every later look, sweep or stop finds it already recorded.
         assert active(engine) == frozenset()

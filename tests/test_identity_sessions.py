@@ -7,7 +7,8 @@ import base64
 import math
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, Engine, select
@@ -17,7 +18,7 @@ from garrison.db.engine import read_transaction, write_transaction
 from garrison.identity import accounts, sessions
 from garrison.identity import signin as flow
 from garrison.identity.model import NewSession
-from garrison.identity.tables import web_session
+from garrison.identity.tables import parse_stamp, web_session
 from garrison.settings import Settings
 from tests.identity_fixtures import (
     PASSWORD,
@@ -68,6 +69,22 @@ def _alive(engine: Engine, token: str) -> bool:
         return sessions.load_session(conn, token) is not None
 
 
+def _last_seen(engine: Engine, new: NewSession) -> datetime:
+    """The session's last recorded activity, as stored."""
+    with read_transaction(engine) as conn:
+        text = conn.execute(
+            select(web_session.c.last_seen).where(web_session.c.id == new.session.id)
+        ).scalar_one()
+    return parse_stamp(text)
+
+
+def _after_last_seen(engine: Engine, new: NewSession, delta: timedelta) -> AbstractContextManager[None]:
+    """Travel to `delta` after the session's stored last activity. Measured from the stored time,
+    not from when the test acted, so a slow machine between the two cannot push a check that must
+    still find the session alive past the time-out."""
+    return clock.travel(_last_seen(engine, new) + delta - clock.now())
+
+
 @pytest.fixture
 def staff(engine: Engine) -> str:
     make_account(engine, "dr.idle", kind="staff")
@@ -93,11 +110,11 @@ def test_staff_idle_timeout_is_fifteen_minutes(engine: Engine, staff: str) -> No
     """checklist A9: idle 14:59 → still signed in; 15:01 after the last request → signed out."""
     settings = identity_settings(engine)
     new = _start(engine, settings, staff)
-    with clock.travel(timedelta(minutes=14, seconds=59)):
+    with _after_last_seen(engine, new, timedelta(minutes=14, seconds=59)):
         assert _alive(engine, new.token)  # activity at 14:59 restarts the idle clock
-        with clock.travel(timedelta(minutes=14, seconds=59)):
+        with _after_last_seen(engine, new, timedelta(minutes=14, seconds=59)):
             assert _alive(engine, new.token)
-            with clock.travel(timedelta(minutes=15, seconds=1)):
+            with _after_last_seen(engine, new, timedelta(minutes=15, seconds=1)):
                 assert not _alive(engine, new.token)
     assert not _alive(engine, new.token)  # ended for good, even back in time
     ends = audit_rows(engine, "user:session:expired")
@@ -117,12 +134,15 @@ def test_reading_a_session_asks_for_a_write_only_when_one_is_due(engine: Engine,
     settings = identity_settings(engine)
     new = _start(engine, settings, staff)
     assert _read(engine, "no-such-token") == (False, False)
-    assert _read(engine, new.token) == (True, False)
-    with clock.travel(timedelta(seconds=2)):
+    # Half a second after the stored activity, however long the machine took to get here.
+    with _after_last_seen(engine, new, timedelta(milliseconds=500)):
+        assert _read(engine, new.token) == (True, False)
+    with _after_last_seen(engine, new, timedelta(seconds=2)):
         assert _read(engine, new.token) == (True, True)
         assert _alive(engine, new.token)  # records the activity
-        assert _read(engine, new.token) == (True, False)
-        with clock.travel(timedelta(minutes=15, seconds=1)):
+        with _after_last_seen(engine, new, timedelta(milliseconds=500)):
+            assert _read(engine, new.token) == (True, False)
+        with _after_last_seen(engine, new, timedelta(minutes=15, seconds=1)):
             assert _read(engine, new.token) == (False, True)  # idle: must end now
             assert not _alive(engine, new.token)
             assert _read(engine, new.token) == (False, False)  # ended: nothing left to write
@@ -131,9 +151,9 @@ def test_reading_a_session_asks_for_a_write_only_when_one_is_due(engine: Engine,
 def test_idle_without_any_request(engine: Engine, staff: str) -> None:
     settings = identity_settings(engine)
     first, second = _start(engine, settings, staff), _start(engine, settings, staff)
-    with clock.travel(timedelta(minutes=14, seconds=59)):
+    with _after_last_seen(engine, first, timedelta(minutes=14, seconds=59)):
         assert _alive(engine, first.token)
-    with clock.travel(timedelta(minutes=15, seconds=1)):
+    with _after_last_seen(engine, second, timedelta(minutes=15, seconds=1)):
         assert not _alive(engine, second.token)
 
 
@@ -141,13 +161,13 @@ def test_patient_idle_timeout_is_configurable(engine: Engine, patient: str) -> N
     default = identity_settings(engine)
     assert default.session_idle_minutes_patient == 30
     new = _start(engine, default, patient)
-    with clock.travel(timedelta(minutes=29, seconds=59)):
+    with _after_last_seen(engine, new, timedelta(minutes=29, seconds=59)):
         assert _alive(engine, new.token)
     shorter = identity_settings(engine, session_idle_minutes_patient=10)
     other = _start(engine, shorter, patient)
-    with clock.travel(timedelta(minutes=9, seconds=59)):
-        assert _alive(engine, other.token)
-    with clock.travel(timedelta(minutes=9, seconds=59) + timedelta(minutes=10, seconds=1)):
+    with _after_last_seen(engine, other, timedelta(minutes=9, seconds=59)):
+        assert _alive(engine, other.token)  # records the activity, 9:59 after the start
+    with _after_last_seen(engine, other, timedelta(minutes=10, seconds=1)):
         assert not _alive(engine, other.token)
 
 

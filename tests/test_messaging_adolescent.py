@@ -43,12 +43,17 @@ NURSE_A = AccessContext(actor="Practitioner/msg-rn", role="nurse", facility=ORG_
 
 
 def _born(years: int, days_later: int = 0) -> str:
-    """The birth date of someone who turns `years` today (`days_later` days later)."""
+    """The birth date of someone who turns `years` today (`days_later` days later), counted as
+    `garrison.beneficiaries.ages.age_on` counts."""
     today = clock.now().date()
     try:
         birthday = today.replace(year=today.year - years)
-    except ValueError:  # 29 February
-        birthday = date(today.year - years, 3, 1)
+    except ValueError:
+        # Today is 29 February and that year has none. `age_on` compares (month, day), so someone
+        # born on 28 February is `years` old today (and was the day before too: nobody turns
+        # `years` on a 29 February that their birth year lacked), while 1 March would still be a
+        # year younger. 28 February + 1 day is 1 March: turning `years` tomorrow, as it should.
+        birthday = date(today.year - years, 2, 28)
     return (birthday + timedelta(days=days_later)).isoformat()
 
 
@@ -217,19 +222,21 @@ def test_in_a_conversation_the_parent_started_the_teenagers_part_stays_private(f
 
 
 @pytest.mark.parametrize(
-    ("born", "labelled"),
+    ("years", "days_later", "labelled"),
     [
-        (_born(13, days_later=1), False),  # 12, turning 13 tomorrow
-        (_born(13), True),  # 13 today
-        (_born(18, days_later=1), True),  # 17, turning 18 tomorrow
-        (_born(18), False),  # 18 today: an adult
+        (13, 1, False),  # 12, turning 13 tomorrow
+        (13, 0, True),  # 13 today
+        (18, 1, True),  # 17, turning 18 tomorrow
+        (18, 0, False),  # 18 today: an adult
     ],
 )
 def test_only_what_13_to_17_year_olds_write_themselves_is_labelled(
-    family: World, born: str, labelled: bool
+    family: World, years: int, days_later: int, labelled: bool
 ) -> None:
     w = family
-    w.change("Patient", TEEN, birthDate=born)
+    # Computed here, not when the tests are collected, so a run that crosses midnight (UTC)
+    # between collecting and running still sets the intended age.
+    w.change("Patient", TEEN, birthDate=_born(years, days_later))
     thread = _send(w, TEEN_CTX)
     assert _labels(w, "Communication", thread) == ({ADOL} if labelled else set())
     assert w.row(thread)["started_by"] == f"Patient/{TEEN}"

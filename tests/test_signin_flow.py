@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from garrison import clock
 from garrison.db.engine import read_transaction, write_transaction
-from garrison.identity import accounts, totp
+from garrison.identity import accounts, sessions, totp
 from tests.identity_fixtures import (
     PASSWORD,
     Browser,
@@ -146,15 +146,24 @@ def test_lockout_after_three_failures(browser: Browser, engine: Engine) -> None:
     make_account(engine, "pat.lock", kind="patient")
     bodies = []
     for _ in range(3):
+        before = clock.now()  # in the end: just before the third failure
         response = browser.sign_in("pat.lock", "wrong password 123")
         assert response.status_code == 400
         bodies.append(_error(response.text))
+    after = clock.now()
     fourth = browser.sign_in("pat.lock")
     assert fourth.status_code == 400 and "garrison_session" not in browser.cookies
     assert _error(fourth.text) == bodies[0] == bodies[2]
-    with clock.travel(timedelta(minutes=14, seconds=59)):
+    with read_transaction(engine) as conn:
+        holder = accounts.find_account(conn, "pat.lock")
+    assert holder is not None and holder.locked_until is not None
+    # Measured from the stored end of the lock, not from when the test acted, so a slow machine
+    # between the third failure and the check cannot let the lock run out before the first check.
+    until = holder.locked_until
+    assert before + timedelta(minutes=15) <= until <= after + timedelta(minutes=15)  # from the third failure
+    with clock.travel(until - timedelta(seconds=1) - clock.now()):  # 14:59 after the third failure
         assert browser.sign_in("pat.lock").status_code == 400
-    with clock.travel(timedelta(minutes=15, seconds=1)):
+    with clock.travel(until + timedelta(seconds=1) - clock.now()):  # 15:01
         assert browser.sign_in("pat.lock").status_code == 303
         assert browser.whoami().status_code == 200
     reasons = [r.detail["reason"] for r in audit_rows(engine, "user:session:login_failed")]
@@ -299,9 +308,19 @@ def test_idle_and_disabled_sessions_end_over_http(site: Served, engine: Engine) 
     _, secret = make_account(engine, "dr.idle.http")
     browser = Browser(site.base)
     _staff_sign_in(browser, "dr.idle.http", secret)
-    with clock.travel(timedelta(minutes=14, seconds=59)):
-        assert browser.whoami().status_code == 200
-        with clock.travel(timedelta(minutes=15, seconds=1)):
+    session_id = browser.whoami().json()["session_id"]
+
+    def after_last_seen(delta: timedelta) -> timedelta:
+        # Measured from the session's stored last activity, not from when the test acted, so a
+        # slow machine cannot push the 14:59 request past the idle time-out.
+        with read_transaction(engine) as conn:
+            session = sessions.get_session(conn, session_id)
+        assert session is not None
+        return session.last_seen + delta - clock.now()
+
+    with clock.travel(after_last_seen(timedelta(minutes=14, seconds=59))):
+        assert browser.whoami().status_code == 200  # activity at 14:59 restarts the idle clock
+        with clock.travel(after_last_seen(timedelta(minutes=15, seconds=1))):
             assert browser.whoami().status_code == 401
             assert "garrison_session" not in browser.cookies  # the dead cookie is cleared
     patient, _ = make_account(engine, "pat.disable", kind="patient")

