@@ -95,6 +95,19 @@ def test_indexer_for_is_cached(definitions: Definitions, indexer: Indexer) -> No
     assert indexer_for(definitions) is indexer
 
 
+def test_few_valued_tokens_are_required_bindings_and_booleans(indexer: Indexer) -> None:
+    """The search side does not start from these (conditions._FEW_VALUED_RANK)."""
+    few = indexer.few_valued_tokens
+    # code with a required binding, boolean, CodeableConcept with a required binding
+    assert {("Observation", "status"), ("Patient", "gender"), ("Patient", "active")} <= few
+    assert {("Condition", "clinical-status"), ("MedicationRequest", "intent")} <= few
+    # bound to a preferred or example value set, or not bound at all (CodeSystem.concept.code)
+    assert not {("Observation", "code"), ("Observation", "category"), ("Patient", "identifier")} & few
+    assert not {("CodeSystem", "code"), ("SearchParameter", "code"), ("Patient", "language")} & few
+    # a union with one branch of many values (Observation.combo-code: code | component.code)
+    assert ("Observation", "combo-code") not in few
+
+
 # --- Patient --------------------------------------------------------------------------------------
 
 PATIENT: dict[str, Any] = {

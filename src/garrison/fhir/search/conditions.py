@@ -88,6 +88,10 @@ _CHAIN_RANK = 15
 # which follows the shape it is given, `Slot?schedule=S&identifier=I` read every Slot of S.
 _IDENTIFIER_RANK = 5
 _HAS_RANK = 50
+# A token with a handful of values (`status=final`, `gender`, `active`) matches a large share of
+# its type: starting `patient=X&status=final&code=C` from status read about every row of the
+# patient's, 4.5 against 3.3 ms from `code` (in process, PostgreSQL, 1,000 patients).
+_FEW_VALUED_RANK = 45
 
 
 # The type(s) a condition applies to: one resource type, or several at once for the parameters
@@ -203,11 +207,18 @@ class ConditionBuilder:
     """Builds the conditions of one statement (its aliases are numbered per statement)."""
 
     def __init__(
-        self, ctx: MatchContext, aliases: Aliases | None = None, bindings: Bindings | None = None
+        self,
+        ctx: MatchContext,
+        aliases: Aliases | None = None,
+        bindings: Bindings | None = None,
+        few_valued: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
+        """`few_valued`: (resource type, code) of token parameters with a handful of values
+        (`Indexer.few_valued_tokens`), which a search should not start from."""
         self.ctx = ctx
         self.alias = aliases or Aliases()
         self.bindings = bindings
+        self.few_valued = few_valued
 
     # -- public -------------------------------------------------------------------------------
 
@@ -219,8 +230,9 @@ class ConditionBuilder:
         is where the search starts.
 
         A tuple of types is allowed when every filter is a RESOURCE_LEVEL_PARAMS one."""
-        candidates = (f for f in filters if drive and _rank(f) is not None)
-        driver = min(candidates, key=lambda f: _rank(f) or 0, default=None)
+        ranks = {id(f): _rank(f, self.few_valued) for f in filters} if drive else {}
+        candidates = (f for f in filters if ranks.get(id(f)) is not None)
+        driver = min(candidates, key=lambda f: ranks[id(f)] or 0, default=None)
         if isinstance(driver, SimpleFilter) and isinstance(resource_type, str) and _names_patients(driver):
             others = [f for f in filters if f is not driver]
             inside = [f for f in others if isinstance(f, SimpleFilter) and f.param.code not in NOT_INDEXED]
@@ -305,7 +317,7 @@ class ConditionBuilder:
         on each of the patient's index rows, before that resource's row is read. Each check is
         fenced (OFFSET 0) so that it stays a probe per row: unfenced, PostgreSQL pulls them up
         into joins that cost more to plan than to run."""
-        token = _patients_token(driver, inside, self._matches(driver))
+        token = _patients_token(driver, inside, self._matches(driver), self.few_valued)
         if token is None:
             rows = self._rows(driver, resource_type)
             own: list[ColumnElement[bool]] = []
@@ -376,9 +388,7 @@ class ConditionBuilder:
         if modifier == "missing":
             # https://hl7.org/fhir/R4/search.html#modifiers: missing=true finds resources
             # without any value for the parameter.
-            return _Rows(
-                t, t.c.resource_id, where, negate=_finds_missing(flt), type_col=t.c.resource_type
-            )
+            return _Rows(t, t.c.resource_id, where, negate=_finds_missing(flt), type_col=t.c.resource_type)
         where.append(
             any_of([match_sql(t, m, self._bound(flt, i, 0, m), self.ctx) for i, (m,) in enumerate(matches)])
         )
@@ -489,22 +499,24 @@ def _names_patients(flt: SimpleFilter) -> bool:
 
 
 def _patients_token(
-    driver: SimpleFilter, inside: list[SimpleFilter], driver_matches: list[list[Match]]
+    driver: SimpleFilter,
+    inside: list[SimpleFilter],
+    driver_matches: list[list[Match]],
+    few_valued: frozenset[tuple[str, str]],
 ) -> SimpleFilter | None:
     """A filter of `inside` that can start a `patient=X` search from its token rows' `patient`
-    column (schema.search_token): a positive token filter, when `driver` is the `patient`
-    parameter naming resources by id. What decides this is part of the search's shape."""
+    column (schema.search_token): the most selective positive token filter (the first given
+    among equals), when `driver` is the `patient` parameter naming resources by id. What
+    decides this is part of the search's shape."""
     if driver.param.code != PATIENT_PARAM or not all(
         len(components) == 1 and components[0].form[0] in ("typed", "id") for components in driver_matches
     ):
         return None
-    for flt in inside:
-        if flt.param.type == "token" and flt.modifier not in ("not", "missing"):
-            return flt
-    return None
+    tokens = [f for f in inside if f.param.type == "token" and f.modifier not in ("not", "missing")]
+    return min(tokens, key=lambda f: _rank(f, few_valued) or 0, default=None)
 
 
-def _rank(flt: Filter) -> int | None:
+def _rank(flt: Filter, few_valued: frozenset[tuple[str, str]]) -> int | None:
     """How selective a filter is expected to be; None if it cannot drive the query."""
     if isinstance(flt, ChainFilter):
         return _CHAIN_RANK
@@ -523,4 +535,6 @@ def _rank(flt: Filter) -> int | None:
         return 30
     if param.code == "identifier" and param.type == "token" and flt.modifier in (None, "of-type"):
         return _IDENTIFIER_RANK
+    if param.type == "token" and (param.resource_type, param.code) in few_valued:
+        return _FEW_VALUED_RANK
     return _RANK.get(param.type, 70)

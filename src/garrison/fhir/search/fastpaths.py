@@ -88,6 +88,8 @@ class TypeModel:
     bases: Mapping[str, str]  # type name -> base type name
     primitives: frozenset[str]
     resource_types: frozenset[str]
+    # (type key, element name) of the elements with a required binding (a fixed set of codes)
+    required_bindings: frozenset[tuple[str, str]] = frozenset()
 
     def is_a(self, type_name: str, ancestor: str) -> bool:
         current: str | None = type_name
@@ -110,6 +112,7 @@ def build_type_model(structure_definitions: Mapping[str, dict[str, Any]]) -> Typ
     bases: dict[str, str] = {}
     primitives: set[str] = set()
     resource_types: set[str] = set()
+    required: set[tuple[str, str]] = set()
     for type_name, sd in structure_definitions.items():
         base = sd.get("baseDefinition")
         if isinstance(base, str):
@@ -125,6 +128,8 @@ def build_type_model(structure_definitions: Mapping[str, dict[str, Any]]) -> Typ
                 continue
             parent, name = path.rsplit(".", 1)
             codes = [t.get("code", "") for t in element.get("type", [])]
+            if element.get("binding", {}).get("strength") == "required":
+                required.add((parent, name.removesuffix(_CHOICE)))
             entry: tuple[tuple[str, str], ...]
             if name.endswith(_CHOICE):
                 name = name[: -len(_CHOICE)]
@@ -139,7 +144,7 @@ def build_type_model(structure_definitions: Mapping[str, dict[str, Any]]) -> Typ
             else:
                 continue
             children.setdefault(parent, {})[name] = entry
-    return TypeModel(children, bases, frozenset(primitives), frozenset(resource_types))
+    return TypeModel(children, bases, frozenset(primitives), frozenset(resource_types), frozenset(required))
 
 
 # --- expression rewriting shared with the fallback engine -----------------------------------------
@@ -347,12 +352,21 @@ def _chain(steps: list[Step]) -> Accessor:
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class _Branch:
+    accessor: Accessor
+    types: frozenset[str]
+    first_keys: tuple[str, ...] | None
+    required_binding: bool  # its last step selects only elements with a required binding
+
+
 def _compile_branch(
     ops: list[Op], context_types: frozenset[str], resource_type: str, model: TypeModel
-) -> tuple[Accessor, frozenset[str], tuple[str, ...] | None]:
+) -> _Branch:
     steps: list[Step] = []
     types = context_types
     first_keys: tuple[str, ...] | None = None
+    required_binding = False
     _, root = ops[0]
     rest = ops[1:]
     if root == "%resource":
@@ -394,6 +408,7 @@ def _compile_branch(
                 first_keys = tuple(dict.fromkeys(key for entries in table.values() for key, _ in entries))
             steps.append(_child_step(table, covers_input=set(table) == set(types)))
             types = frozenset(t for entries in table.values() for _, t in entries)
+            required_binding = all((node_type, op[1]) in model.required_bindings for node_type in table)
         elif kind == "oftype":
             wanted = model.canonical_type(op[1])
             if wanted is None:
@@ -406,6 +421,7 @@ def _compile_branch(
             if types != {"Reference"} or op[1] not in model.resource_types:
                 raise _Unsupported(op[1])
             steps.append(_resolve_is(op[1], model.resource_types))
+            required_binding = False
         elif kind == "where_eq":
             for node_type in types:
                 entries = model.children.get(node_type, {}).get(op[1], ())
@@ -417,8 +433,8 @@ def _compile_branch(
         else:  # pragma: no cover - _parse only produces the kinds above
             raise _Unsupported(kind)
     if not steps:
-        return (lambda nodes, _resource: nodes), types, None
-    return _chain(steps), types, first_keys
+        return _Branch(lambda nodes, _resource: nodes, types, None, False)
+    return _Branch(_chain(steps), types, first_keys, required_binding)
 
 
 def _union(accessors: list[Accessor]) -> Accessor:
@@ -441,6 +457,9 @@ class FastExpression:
     # JSON keys of the context of which at least one must be present for a non-empty result
     # (None: no such shortcut); lets the indexer skip absent elements without a call.
     context_keys: tuple[str, ...] | None
+    # Every result is an element with a required binding or a boolean: a handful of values
+    # (status, gender, active), so a search should not start from them.
+    few_values: bool = False
 
 
 def compile_fast(
@@ -451,16 +470,16 @@ def compile_fast(
     `context_types` are the possible types of the input collection: the resource type for a
     parameter's own expression, the composite's element types for a component expression.
     """
-    accessors: list[Accessor] = []
-    out_types: set[str] = set()
+    compiled: list[_Branch] = []
     keys: list[str] | None = []
     try:
         for branch in branches:
-            accessor, types, first_keys = _compile_branch(_parse(branch), context_types, resource_type, model)
-            accessors.append(accessor)
-            out_types |= types
-            keys = None if keys is None or first_keys is None else [*keys, *first_keys]
+            compiled.append(_compile_branch(_parse(branch), context_types, resource_type, model))
     except _Unsupported:
         return None
+    for part in compiled:
+        keys = None if keys is None or part.first_keys is None else [*keys, *part.first_keys]
     context_keys = tuple(dict.fromkeys(keys)) if keys is not None else None
-    return FastExpression(_union(accessors), frozenset(out_types), context_keys)
+    few_values = all(part.required_binding or part.types == {"boolean"} for part in compiled)
+    out_types = frozenset(t for part in compiled for t in part.types)
+    return FastExpression(_union([part.accessor for part in compiled]), out_types, context_keys, few_values)

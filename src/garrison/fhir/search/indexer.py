@@ -205,6 +205,7 @@ class _Expression:
     text: str
     # At least one of these keys must be in the context for a non-empty result (None: unknown).
     context_keys: tuple[str, ...] | None = None
+    few_values: bool = False  # see FastExpression.few_values (False when not known)
 
 
 @dataclass(slots=True)
@@ -282,6 +283,7 @@ class Indexer:
             "userInvocationTable": {"resolve": {"fn": self._resolve}},
         }
         self._make_row = ROW_MAKERS
+        self._few_valued: set[tuple[str, str]] = set()
         self._plans: dict[str, list[_Plan]] = {}
         for resource_type in sorted(definitions.resource_types):
             plans = []
@@ -290,6 +292,8 @@ class Indexer:
                 if plan is not None:
                     plans.append(plan)
             self._plans[resource_type] = plans
+        # (resource type, code) of the token parameters with a handful of values (few_values).
+        self.few_valued_tokens: frozenset[tuple[str, str]] = frozenset(self._few_valued)
 
     # --- compilation ------------------------------------------------------------------------------
 
@@ -321,7 +325,9 @@ class Indexer:
             compiled = compile_fast(branches, context_types, resource_type, self.model)
             if compiled is not None:
                 self.stats.fast += 1
-                fast = _Expression(compiled.accessor, True, expression, compiled.context_keys)
+                fast = _Expression(
+                    compiled.accessor, True, expression, compiled.context_keys, compiled.few_values
+                )
                 return fast, compiled.types
         try:
             evaluator = _FhirpathEvaluator(branches, self._options)
@@ -340,6 +346,8 @@ class Indexer:
         if compiled is None:
             return None
         expression, element_types = compiled
+        if param.type == "token" and expression.few_values:
+            self._few_valued.add((resource_type, param.code))
         if param.type != "composite":
             if param.type not in self.converters:
                 self.stats.skipped += 1

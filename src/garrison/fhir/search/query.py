@@ -38,6 +38,7 @@ from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.bundle import search_bundle
 from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, Bindings, ConditionBuilder
 from garrison.fhir.search.includes import fetch_included
+from garrison.fhir.search.indexer import indexer_for
 from garrison.fhir.search.paging import (
     Position,
     decode_cursor,
@@ -388,7 +389,7 @@ def _build_statements(
     bindings: Bindings | None,
 ) -> SearchStatements:
     aliases = Aliases()
-    builder = ConditionBuilder(ctx, aliases, bindings)
+    builder = ConditionBuilder(ctx, aliases, bindings, indexer_for(definitions).few_valued_tokens)
     res = aliases(resource)
     where = _filter_conditions(builder, definitions, parsed, compartment, res, guard=guard)
     count = select(func.count()).select_from(res).where(*where)
@@ -471,7 +472,11 @@ def find_matching_ids(
     if not filters:
         raise BadRequest(f"The condition {query!r} has no search criteria")
     aliases = Aliases()
-    builder = ConditionBuilder(_context(connection, definitions, settings), aliases)
+    builder = ConditionBuilder(
+        _context(connection, definitions, settings),
+        aliases,
+        few_valued=indexer_for(definitions).few_valued_tokens,
+    )
     res = aliases(resource)
     conditions = builder.conditions(resource_type, filters, res)
     if guard is not None and not guard.unrestricted:
