@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, literal
 
 from garrison.db.engine import read_transaction, write_transaction
 from garrison.fhir.access import AccessContext
+from garrison.fhir.authz.guard import Guard
 from garrison.fhir.authz.scopes import ScopeSet
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
@@ -294,19 +296,116 @@ def test_results_are_the_same_from_a_statement_compiled_for_another_search(
     assert any(alone), "the corpus finds resources"
 
 
-def test_a_restricted_caller_builds_its_own_statements(db: Engine, definitions: Definitions) -> None:
-    # A caller's visibility conditions hold the patients, facility and labels they may see: their
-    # statements are built for them each time, with SQLAlchemy's own cache of compiled forms.
-    patient = AccessContext(actor="Patient/pat-a", role="patient", patient="pat-a")
-    search_query._COMPILED.clear()
+def _as(
+    db: Engine, definitions: Definitions, context: AccessContext, query: str
+) -> tuple[list[str], PreparedSearch]:
+    """What `context` finds with `query` over Observations, and the search as prepared for it."""
     with read_transaction(db) as connection:
-        repository = Repository(connection, definitions, SETTINGS, patient)
-        own = repository.search(_request("Observation", "code=8480-6"))
+        repository = Repository(connection, definitions, SETTINGS, context)
+        found = repository.search(_request("Observation", query))
         prepared = prepare_search(
-            connection, definitions, SETTINGS, _request("Observation", "code=8480-6"), guard=repository.guard
+            connection, definitions, SETTINGS, _request("Observation", query), guard=repository.guard
         )
-    assert sorted(m.id for m in own.matches) == ["obs-1", "obs-2"]  # not obs-6, another server's pat-a
-    assert prepared.shape is None and len(search_query._COMPILED) == 0
+    return sorted(m.id for m in found.matches), prepared
+
+
+def _patient(patient: str) -> AccessContext:
+    return AccessContext(actor=f"Patient/{patient}", role="patient", patient=patient)
+
+
+def _physician(facility: str, break_glass: frozenset[str] = frozenset()) -> AccessContext:
+    return AccessContext(
+        actor="Practitioner/prac-1", role="physician", facility=facility, break_glass=break_glass
+    )
+
+
+# Callers whose visibility conditions have one shape in pairs, with what each sees. pat-a is
+# registered at org-1; obs-6 names another server's pat-a.
+RESTRICTED: list[tuple[str, AccessContext, list[str]]] = [
+    ("patient a", _patient("pat-a"), ["obs-1", "obs-2"]),
+    ("patient b", _patient("pat-b"), ["obs-3", "obs-4"]),
+    ("physician at org-1", _physician("org-1"), ["obs-1", "obs-2"]),
+    ("physician at org-9", _physician("org-9"), []),
+    ("physician at org-9, glass b", _physician("org-9", frozenset({"pat-b"})), ["obs-3", "obs-4"]),
+    ("physician at org-9, glass a", _physician("org-9", frozenset({"pat-a"})), ["obs-1", "obs-2"]),
+    (
+        "physician at org-9, glass a b",
+        _physician("org-9", frozenset({"pat-a", "pat-b"})),
+        ["obs-1", "obs-2", "obs-3", "obs-4"],
+    ),
+]
+
+
+@pytest.mark.parametrize("query", ["_count=50", "code=8480-6,8867-4,85354-9&_sort=-date"])
+def test_restricted_callers_of_one_shape_share_statements_and_each_sees_their_own(
+    db: Engine, definitions: Definitions, query: str
+) -> None:
+    """A caller's visibility conditions bind their patients and facility like a filter's values:
+    the statements compiled for one caller serve another of the same shape, with that caller's
+    values, in either order."""
+    shapes = {}
+    for name, context, expected in RESTRICTED:
+        search_query._COMPILED.clear()
+        found, prepared = _as(db, definitions, context, query)
+        assert found == expected, name
+        assert prepared.shape is not None, name
+        shapes[name] = prepared.shape
+    assert shapes["patient a"] == shapes["patient b"]
+    assert shapes["physician at org-1"] == shapes["physician at org-9"]
+    assert shapes["physician at org-9, glass a"] == shapes["physician at org-9, glass b"]
+    assert len(set(shapes.values())) == 4  # patients; physicians; with one glass; with two
+    for order in (RESTRICTED, list(reversed(RESTRICTED))):
+        search_query._COMPILED.clear()
+        for name, context, expected in order:
+            found, prepared = _as(db, definitions, context, query)
+            assert found == expected, name
+            assert search_query._COMPILED.get(prepared.shape) is prepared.statements, name
+        assert len(search_query._COMPILED) == 4
+
+
+def test_a_caller_denied_by_consent_is_not_the_shape_of_one_who_is_not(
+    db: Engine, definitions: Definitions
+) -> None:
+    with read_transaction(db) as connection:
+        free, denied = (
+            Repository(connection, definitions, SETTINGS, _physician("org-1")).guard for _ in "ab"
+        )
+        denied.consents = replace(denied.consents, denied_patients=frozenset({"pat-a"}))
+        assert free.search_shape(["Observation"]) != denied.search_shape(["Observation"])
+        assert denied.bound_values()["g_denied_0"] == "pat-a"
+
+
+def test_granular_scopes_build_their_own_statements(db: Engine, definitions: Definitions) -> None:
+    # `patient/Observation.rs?code=...` writes the scope's filter values into the conditions.
+    context = AccessContext(
+        actor="client/c1",
+        role="system",
+        scopes=ScopeSet.parse("patient/Observation.rs?code=8480-6"),
+        patient="pat-a",
+        client="c1",
+    )
+    found, prepared = _as(db, definitions, context, "_count=50")
+    assert found == ["obs-1", "obs-2"]
+    assert prepared.shape is None
+    assert not isinstance(prepared.statements.page, CompiledStatement)
+
+
+def test_statements_holding_a_callers_value_are_never_shared(
+    db: Engine, definitions: Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: were the guard to write a caller's patient in as a constant, the
+    compiled statements would show the next caller of that shape this caller's view."""
+
+    def as_constants(guard: Guard, kind: str) -> list[Any]:
+        return [literal(patient) for patient in guard._patient_lists[kind]]
+
+    monkeypatch.setattr(Guard, "_patients", as_constants)
+    search_query._COMPILED.clear()
+    assert _as(db, definitions, _patient("pat-a"), "_count=50")[0] == ["obs-1", "obs-2"]
+    found, prepared = _as(db, definitions, _patient("pat-b"), "_count=50")
+    assert found == ["obs-3", "obs-4"]
+    assert not isinstance(prepared.statements.page, CompiledStatement)
+    assert len(search_query._COMPILED) == 0
 
 
 def test_a_page_after_a_cursor_builds_its_own_statements(db: Engine, definitions: Definitions) -> None:
@@ -320,9 +419,7 @@ def test_a_page_after_a_cursor_builds_its_own_statements(db: Engine, definitions
     assert not isinstance(paged.statements.page, CompiledStatement)
 
 
-def _search_statements(
-    db: Engine, definitions: Definitions, context: AccessContext, query: str
-) -> list[str]:
+def _search_statements(db: Engine, definitions: Definitions, context: AccessContext, query: str) -> list[str]:
     statements: list[str] = []
 
     def keep(*args: Any) -> None:

@@ -6,15 +6,32 @@ questions (is this Observation in a record the caller may see?) become SQL condi
 read, search, include, history and operation applies, so another patient's resource, or a
 labelled one the caller may not see, behaves exactly like one that does not exist: no 403 that
 confirms it, no count that includes it.
+
+The conditions bind the caller's values (facility, patients, Consents' patients) as named
+parameters (`bound_values`), never as constants, so a search's compiled statements can serve every
+caller whose conditions have the same shape (`search_shape`, fhir/search/statements.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, not_, or_, select, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+)
 
 from garrison.clock import now
 from garrison.db.bulk import one_of
@@ -108,9 +125,9 @@ class Guard:
             patients = self._patient_condition(resource_type, res, aliases, role)
             if patients is not None:
                 conditions.append(patients)
-            denied = self.consents.denied_patients
-            if denied:
-                conditions.append(not_(self._in_patients(resource_type, res, aliases, sorted(denied))))
+            if self.consents.denied_patients:
+                denied = self._patients("denied")
+                conditions.append(not_(self._in_patients(resource_type, res, aliases, denied)))
         labels = self._label_condition(resource_type, res, aliases, role)
         if labels is not None:
             conditions.append(labels)
@@ -162,7 +179,7 @@ class Guard:
             # patient/ scopes reach only the patient in context, whatever the user's role reaches.
             if self.context.patient is None:
                 return false()
-            own = self._in_patients(resource_type, res, aliases, [self.context.patient])
+            own = self._in_patients(resource_type, res, aliases, self._patients("own"))
             return own if by_role is None else and_(by_role, own)
         return by_role
 
@@ -180,19 +197,19 @@ class Guard:
         if reach == "own":
             if self.context.patient is None:
                 return false()
-            return self._in_patients(resource_type, res, aliases, [self.context.patient])
+            return self._in_patients(resource_type, res, aliases, self._patients("own"))
         # care: patients with a relationship to the user's facility, plus break-the-glass ones.
         reached: list[ColumnElement[bool]] = []
         if self.context.facility is not None:
             reached.append(self._in_patients(resource_type, res, aliases, self._care_patients(aliases)))
         if self.context.break_glass:
-            reached.append(self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass)))
+            reached.append(self._in_patients(resource_type, res, aliases, self._patients("glass")))
         if not reached:
             return false()
         return reached[0] if len(reached) == 1 else or_(*reached)
 
     def _in_patients(
-        self, resource_type: str, res: Any, aliases: Aliases, patients: Sequence[str] | Select[Any] | None
+        self, resource_type: str, res: Any, aliases: Aliases, patients: Sequence[Any] | Select[Any] | None
     ) -> ColumnElement[bool]:
         """Rows in the Patient compartment of one of `patients` (a list or a SELECT of ids; None
         means any patient). https://hl7.org/fhir/R4/compartmentdefinition-patient.html"""
@@ -216,9 +233,10 @@ class Guard:
         (following the shape it is given) checked one by one: 84 against 0.6 ms for
         `Observation?code=` at 1,000 patients. None when the caller is not so confined, and for
         Patient itself (visible through links too)."""
-        patients = self._confined_to()
-        if patients is None or resource_type == PATIENT or resource_type not in self.policy.clinical_types:
+        clinical = resource_type in self.policy.clinical_types
+        if not self._confined() or resource_type == PATIENT or not clinical:
             return None
+        patients = self._patients("own")
         params = self._compartment_params(resource_type)
         if not params:
             return None
@@ -226,23 +244,20 @@ class Guard:
         references = self._compartment_references(sr, resource_type, params, patients)
         return res.c.id.in_(select(sr.c.resource_id).where(*references))  # type: ignore[no-any-return]
 
-    def _confined_to(self) -> list[str] | None:
-        """The one patient whose record is all this caller reaches (as `_patient_condition`
-        decides), or None."""
+    def _confined(self) -> bool:
+        """Whether this caller reaches one patient's record only, the context's (as
+        `_patient_condition` decides)."""
         role = self.role
-        patient = self.context.patient
-        if role is None or patient is None:
-            return None
+        if role is None or self.context.patient is None:
+            return False
         scopes = self.context.scopes
-        if role.patients == "own" or (scopes is not None and scopes.patient_only):
-            return [patient]
-        return None
+        return role.patients == "own" or (scopes is not None and scopes.patient_only)
 
     def _compartment_params(self, resource_type: str) -> list[str]:
         return [p for p in self._compartment.get(resource_type, ()) if p != "{def}"]
 
     def _compartment_references(
-        self, sr: Any, resource_type: str, params: list[str], patients: Sequence[str] | Select[Any] | None
+        self, sr: Any, resource_type: str, params: list[str], patients: Sequence[Any] | Select[Any] | None
     ) -> list[ColumnElement[bool]]:
         """Reference rows (alias `sr`) putting a `resource_type` row in one of `patients`'
         compartments (None: any patient's)."""
@@ -258,7 +273,7 @@ class Guard:
         """Patients with a care relationship to the user's facility: registered there
         (managingOrganization), with a primary care manager there, or seen there (an Encounter
         whose serviceProvider is the facility). Every facility then sees the whole record."""
-        facility = self.context.facility
+        facility: BindParameter[str | None] = bindparam("g_facility", self.context.facility)
         registered = aliases(search_reference)
         by_registration = select(registered.c.resource_id).where(
             registered.c.resource_type == PATIENT,
@@ -326,14 +341,13 @@ class Guard:
         if blanket:
             hidden = not_(self._labelled(resource_type, res, aliases, blanket))
         for label in withheld:
-            patients = released.get(label)
-            if patients:
+            if released.get(label):
                 unlabelled = not_(self._labelled(resource_type, res, aliases, [label]))
-                hidden = and_(
-                    hidden, or_(unlabelled, self._in_patients(resource_type, res, aliases, sorted(patients)))
-                )
+                kind = self._released[label]
+                consented = self._in_patients(resource_type, res, aliases, self._patients(kind))
+                hidden = and_(hidden, or_(unlabelled, consented))
         if self.context.break_glass and resource_type in self.policy.clinical_types:
-            opened = self._in_patients(resource_type, res, aliases, sorted(self.context.break_glass))
+            opened = self._in_patients(resource_type, res, aliases, self._patients("glass"))
             return or_(hidden, opened)
         return hidden
 
@@ -369,6 +383,52 @@ class Guard:
             parsed = parser.parse_filters(resource_type, list(filters))
             options.append(and_(true(), *builder.conditions(resource_type, parsed, res)))
         return options[0] if len(options) == 1 else or_(*options)
+
+    # ------------------------------------------------------------- the caller's values
+
+    def search_shape(self, resource_types: Sequence[str]) -> Hashable | None:
+        """What of this caller decides the conditions `visible` and `patient_driver` add to a
+        search of `resource_types`, so that the search's statements, compiled once, serve every
+        caller of the same shape with their own `bound_values`. None when they cannot: granular
+        SMART scopes (`patient/Observation.rs?category=laboratory`) write their values in."""
+        scopes = self.context.scopes
+        if scopes is not None and any(scopes.filters("search", t) is not None for t in resource_types):
+            return None
+        return (
+            self.context.role,
+            scopes.patient_only if scopes is not None else None,
+            self.context.facility is not None,
+            tuple(self._released),  # which label each `released<i>` list is for
+            tuple((kind, len(ids)) for kind, ids in self._patient_lists.items()),
+        )
+
+    def bound_values(self) -> dict[str, Any]:
+        """The values the conditions bind, by parameter name (see `search_shape`)."""
+        values: dict[str, Any] = {"g_facility": self.context.facility}
+        for kind, ids in self._patient_lists.items():
+            values.update((f"g_{kind}_{i}", patient) for i, patient in enumerate(ids))
+        return values
+
+    @cached_property
+    def _patient_lists(self) -> dict[str, list[str]]:
+        """The caller's patient lists the conditions may name, by kind (`_patients`)."""
+        lists = {
+            "own": [self.context.patient] if self.context.patient is not None else [],
+            "glass": sorted(self.context.break_glass),
+            "denied": sorted(self.consents.denied_patients),
+        }
+        for label, kind in self._released.items():
+            lists[kind] = sorted(self.consents.released[label])
+        return lists
+
+    @cached_property
+    def _released(self) -> dict[Label, str]:
+        """The kind (`_patients`) of the patients whose Consent releases each label to the caller."""
+        return {label: f"released{i}" for i, label in enumerate(sorted(self.consents.released))}
+
+    def _patients(self, kind: str) -> list[BindParameter[str]]:
+        """A patient list of this caller as parameters named after their place in it."""
+        return [bindparam(f"g_{kind}_{i}", patient) for i, patient in enumerate(self._patient_lists[kind])]
 
     def _match_context(self) -> MatchContext:
         return MatchContext(

@@ -19,8 +19,9 @@ Choices the spec leaves to the server:
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -54,6 +55,8 @@ from garrison.settings import Settings
 
 if TYPE_CHECKING:  # the guard builds search conditions itself, so it imports this package
     from garrison.fhir.authz.guard import Guard
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PreparedSearch",
@@ -219,9 +222,11 @@ def prepare_search(
 ) -> PreparedSearch:
     """Parse a search and find or build its statements.
 
-    A search whose SQL depends on nothing but its shape gets the statements compiled for the first
-    search of that shape (fhir/search/statements.py); one restricted by the caller's visibility
-    conditions, or continuing from a cursor's position, gets statements built for it alone."""
+    A search gets the statements compiled for the first search of its shape
+    (fhir/search/statements.py): its filters' shape and, for a caller who sees only some records,
+    the shape of the caller's visibility conditions (`Guard.search_shape`), whose values are bound
+    like the filters'. A search continuing from a cursor's position, or restricted by granular
+    SMART scopes, gets statements built for it alone."""
     parser = SearchParser(definitions, settings, lenient=request.lenient)
     parsed = parser.parse(
         request.resource_type, request.params, compartment_types=_compartment_types(definitions, request)
@@ -235,18 +240,30 @@ def prepare_search(
         parsed.types = tuple(guard.readable_types("search", parsed.types))
     ctx = _context(connection, definitions, settings)
     position = decode_cursor(parsed.cursor) if parsed.cursor else None
-    bindings = None if restricted or position is not None else Bindings(ctx)
+    caller = guard.search_shape(parsed.types) if restricted and guard is not None else ()
+    bindings = None if caller is None or position is not None else Bindings(ctx)
     shape = None
     if bindings is not None:
-        shape = _shape(ctx, connection.dialect.driver, parsed, request.compartment, bindings)
+        filters = _shape(
+            ctx, connection.dialect.driver, parsed, request.compartment, bindings, restricted=restricted
+        )
+        shape = (filters, caller)
+        if restricted and guard is not None:
+            bindings.values.update(guard.bound_values())
     statements = _COMPILED.get(shape) if shape is not None else None
     if statements is None:
         statements = _build_statements(
             ctx, definitions, parsed, request.compartment, position=position, guard=guard, bindings=bindings
         )
         if shape is not None and bindings is not None:
-            statements = statements.compiled(connection.dialect, bindings.values.keys())
-            _COMPILED.put(shape, statements)
+            compiled = statements.compiled(connection.dialect, bindings.values.keys())
+            if guard is not None and restricted and compiled.holds_any_of(guard.bound_values().values()):
+                # A value of this caller's was written in as a constant, where the guard should
+                # have bound it: shared, the statements would show another caller this one's view.
+                log.error("search statements of shape %r hold a caller's value; not shared", shape)
+            else:
+                statements = compiled
+                _COMPILED.put(shape, statements)
     values = bindings.values if bindings is not None else {}
     return PreparedSearch(parsed, ctx, position, statements, values, shape)
 
@@ -346,6 +363,12 @@ class SearchStatements:
         page = compile_one(self.page) if self.page is not None else None
         return SearchStatements(page, compile_one(self.count))
 
+    def holds_any_of(self, values: Iterable[Any]) -> bool:
+        """Whether a compiled statement has one of `values` among its constants."""
+        wanted = {v for v in values if isinstance(v, str)}
+        statements = (s for s in (self.page, self.count) if isinstance(s, CompiledStatement))
+        return any(isinstance(c, str) and c in wanted for s in statements for c in s.constants.values())
+
 
 # Compiled statements per search shape, per process: a few dozen shapes cover an API's traffic.
 _COMPILED: ShapeCache[SearchStatements] = ShapeCache(512)
@@ -357,11 +380,13 @@ def _shape(
     parsed: ParsedSearch,
     compartment: tuple[str, str] | None,
     bindings: Bindings,
+    *,
+    restricted: bool,
 ) -> Hashable:
-    """Everything that decides a search's SQL (`driver`: the database driver, whose parameter
-    style the compiled text is written in); `bindings` gets the values it binds."""
+    """Everything of the search itself that decides its SQL (`driver`: the database driver, whose
+    parameter style the compiled text is written in); `bindings` gets the values it binds."""
     # Filters that one condition serves for every type are decided once, not once per type.
-    shared = _one_condition_for_all_types(parsed, compartment, restricted=False)
+    shared = _one_condition_for_all_types(parsed, compartment, restricted=restricted)
     shaped = parsed.types[:1] if shared else parsed.types
     filters = tuple((t, tuple(bindings.shape(f) for f in parsed.filters[t])) for t in shaped)
     if compartment is not None:
