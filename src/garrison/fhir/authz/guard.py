@@ -14,7 +14,7 @@ caller whose conditions have the same shape (`search_shape`, fhir/search/stateme
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -22,11 +22,11 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
-    Select,
     and_,
     bindparam,
     exists,
     false,
+    literal_column,
     not_,
     or_,
     select,
@@ -48,6 +48,8 @@ from garrison.fhir.search.predicates import MatchContext, local_reference
 from garrison.settings import Settings
 
 PATIENT = "Patient"
+# A condition on a patient id column: whether that patient is among some (`Guard._cared_for`).
+PatientTest = Callable[[Any], ColumnElement[bool]]
 
 
 class Guard:
@@ -201,7 +203,7 @@ class Guard:
         # care: patients with a relationship to the user's facility, plus break-the-glass ones.
         reached: list[ColumnElement[bool]] = []
         if self.context.facility is not None:
-            reached.append(self._in_patients(resource_type, res, aliases, self._care_patients(aliases)))
+            reached.append(self._in_patients(resource_type, res, aliases, self._cared_for(aliases)))
         if self.context.break_glass:
             reached.append(self._in_patients(resource_type, res, aliases, self._patients("glass")))
         if not reached:
@@ -209,14 +211,15 @@ class Guard:
         return reached[0] if len(reached) == 1 else or_(*reached)
 
     def _in_patients(
-        self, resource_type: str, res: Any, aliases: Aliases, patients: Sequence[Any] | Select[Any] | None
+        self, resource_type: str, res: Any, aliases: Aliases, patients: Sequence[Any] | PatientTest | None
     ) -> ColumnElement[bool]:
-        """Rows in the Patient compartment of one of `patients` (a list or a SELECT of ids; None
-        means any patient). https://hl7.org/fhir/R4/compartmentdefinition-patient.html"""
+        """Rows in the Patient compartment of one of `patients` (a list of ids, or a condition on
+        a patient id; None means any patient).
+        https://hl7.org/fhir/R4/compartmentdefinition-patient.html"""
         params = self._compartment_params(resource_type)
         options: list[ColumnElement[bool]] = []
         if resource_type == PATIENT:
-            options.append(res.c.id.in_(patients) if patients is not None else true())
+            options.append(_patient_in(res.c.id, patients))
         if params:
             sr = aliases(search_reference)
             references = self._compartment_references(sr, resource_type, params, patients)
@@ -257,7 +260,7 @@ class Guard:
         return [p for p in self._compartment.get(resource_type, ()) if p != "{def}"]
 
     def _compartment_references(
-        self, sr: Any, resource_type: str, params: list[str], patients: Sequence[Any] | Select[Any] | None
+        self, sr: Any, resource_type: str, params: list[str], patients: Sequence[Any] | PatientTest | None
     ) -> list[ColumnElement[bool]]:
         """Reference rows (alias `sr`) putting a `resource_type` row in one of `patients`'
         compartments (None: any patient's)."""
@@ -265,65 +268,63 @@ class Guard:
             sr.c.resource_type == resource_type,
             sr.c.param.in_(params) if len(params) > 1 else sr.c.param == params[0],
             sr.c.target_type == PATIENT,
-            sr.c.target_id.in_(patients) if patients is not None else true(),
+            _patient_in(sr.c.target_id, patients),
             local_reference(sr, self._match_context()),
         ]
 
-    def _care_patients(self, aliases: Aliases) -> Select[Any]:
-        """Patients with a care relationship to the user's facility: registered there
+    def _cared_for(self, aliases: Aliases) -> PatientTest:
+        """Whether a patient has a care relationship to the user's facility: registered there
         (managingOrganization), with a primary care manager there, or seen there (an Encounter
-        whose serviceProvider is the facility). Every facility then sees the whole record."""
+        whose serviceProvider is the facility). Every facility then sees the whole record.
+
+        Asked of each patient a search meets (three index probes), not as the facility's list of
+        patients: that list grows with the facility (every patient ever seen at a hospital), the
+        patients a search meets do not. Each probe is fenced (OFFSET 0): unfenced, PostgreSQL may
+        turn an EXISTS into a hashed list of all the facility's patients after all, when it
+        misjudges a facility's size. At 1,000 patients on PostgreSQL, with one facility that had
+        seen all of them, a physician's `Observation?patient&code&_sort=-date` took p50 4.9-5.4
+        ms this way against 18-19 ms with the facility's list (10-18 unfenced), and
+        `Observation?code=X` over the whole facility 0.5 against 3.4 s."""
         facility: BindParameter[str | None] = bindparam("g_facility", self.context.facility)
-        registered = aliases(search_reference)
-        by_registration = select(registered.c.resource_id).where(
-            registered.c.resource_type == PATIENT,
-            registered.c.param == "organization",
-            registered.c.target_type == "Organization",
-            registered.c.target_id == facility,
-        )
-        provider = aliases(search_reference)
-        subject = aliases(search_reference)
-        by_encounter = (
-            select(subject.c.target_id)
-            .select_from(provider)
-            .join(
-                subject,
-                and_(
-                    subject.c.resource_type == "Encounter",
-                    subject.c.resource_id == provider.c.resource_id,
-                    subject.c.param == "patient",
-                    subject.c.target_type == PATIENT,
-                ),
+
+        def cared_for(patient: Any) -> ColumnElement[bool]:
+            registered = aliases(search_reference)
+            by_registration = _fenced_exists(
+                registered.c.resource_type == PATIENT,
+                registered.c.resource_id == patient,
+                registered.c.param == "organization",
+                registered.c.target_type == "Organization",
+                registered.c.target_id == facility,
             )
-            .where(
+            subject = aliases(search_reference)
+            provider = aliases(search_reference)
+            by_encounter = _fenced_exists(
+                subject.c.resource_type == "Encounter",
+                subject.c.param == "patient",
+                subject.c.target_type == PATIENT,
+                subject.c.target_id == patient,
                 provider.c.resource_type == "Encounter",
+                provider.c.resource_id == subject.c.resource_id,
                 provider.c.param == "service-provider",
                 provider.c.target_type == "Organization",
                 provider.c.target_id == facility,
             )
-        )
-        gp = aliases(search_reference)
-        role_org = aliases(search_reference)
-        by_primary_care = (
-            select(gp.c.resource_id)
-            .select_from(gp)
-            .join(
-                role_org,
-                and_(
-                    role_org.c.resource_type == "PractitionerRole",
-                    role_org.c.resource_id == gp.c.target_id,
-                    role_org.c.param == "organization",
-                    role_org.c.target_type == "Organization",
-                    role_org.c.target_id == facility,
-                ),
-            )
-            .where(
+            gp = aliases(search_reference)
+            role_org = aliases(search_reference)
+            by_primary_care = _fenced_exists(
                 gp.c.resource_type == PATIENT,
+                gp.c.resource_id == patient,
                 gp.c.param == "general-practitioner",
                 gp.c.target_type == "PractitionerRole",
+                role_org.c.resource_type == "PractitionerRole",
+                role_org.c.resource_id == gp.c.target_id,
+                role_org.c.param == "organization",
+                role_org.c.target_type == "Organization",
+                role_org.c.target_id == facility,
             )
-        )
-        return by_registration.union(by_encounter, by_primary_care)  # type: ignore[return-value]
+            return or_(by_registration, by_encounter, by_primary_care)
+
+        return cared_for
 
     def _label_condition(
         self, resource_type: str, res: Any, aliases: Aliases, role: RolePolicy
@@ -437,6 +438,21 @@ class Guard:
             dialect=self.dialect,
             now=now().replace(tzinfo=None),
         )
+
+
+def _fenced_exists(*where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """EXISTS a row meeting `where`, kept a probe per outer row (OFFSET 0 stops PostgreSQL from
+    planning it as a hashed list or pulling it up into a join)."""
+    return exists(select(literal_column("1")).where(*where).offset(0))
+
+
+def _patient_in(column: Any, patients: Sequence[Any] | PatientTest | None) -> ColumnElement[bool]:
+    """`column` (a patient id) is one of `patients` (None: any)."""
+    if patients is None:
+        return true()
+    if callable(patients):
+        return patients(column)
+    return column.in_(patients)  # type: ignore[no-any-return]
 
 
 def _label_in(st: Any, labels: Sequence[Label]) -> ColumnElement[bool]:

@@ -1,0 +1,127 @@
+"""A clinician's reach: patients with a care relationship to their facility (fhir/authz/guard.py).
+
+A patient is in a facility's care when registered there (managingOrganization), seen there (an
+Encounter whose serviceProvider it is) or given a primary care manager there (generalPractitioner,
+a PractitionerRole of the facility). The guard asks this of each patient a search meets; these
+tests check each relationship on its own, the patients without one, and that a search of the
+whole facility, a read and a Patient search agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from sqlalchemy import Engine
+
+from garrison.db.engine import read_transaction, write_transaction
+from garrison.fhir.access import AccessContext
+from garrison.fhir.definitions import Definitions
+from garrison.fhir.repository import Repository
+from garrison.fhir.search.query import SearchRequest
+from garrison.settings import Settings
+
+HERE, ELSEWHERE = "org-here", "org-elsewhere"
+# patient id -> how the patient relates to HERE
+PATIENTS = {
+    "p-registered": "registered",
+    "p-seen": "seen",
+    "p-primary-care": "primary care",
+    "p-elsewhere": "none",
+}
+
+
+def _patient(patient_id: str, relation: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"resourceType": "Patient", "id": patient_id, "name": [{"family": patient_id}]}
+    body["managingOrganization"] = {
+        "reference": f"Organization/{HERE if relation == 'registered' else ELSEWHERE}"
+    }
+    if relation == "primary care":
+        body["generalPractitioner"] = [{"reference": "PractitionerRole/role-here"}]
+    return body
+
+
+@pytest.fixture
+def world(engine: Engine, definitions: Definitions, settings: Settings) -> Engine:
+    with write_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
+        for org in (HERE, ELSEWHERE):
+            repo.update("Organization", org, {"resourceType": "Organization", "id": org, "name": org})
+        repo.update(
+            "PractitionerRole",
+            "role-here",
+            {
+                "resourceType": "PractitionerRole",
+                "id": "role-here",
+                "organization": {"reference": f"Organization/{HERE}"},
+            },
+        )
+        for patient_id, relation in PATIENTS.items():
+            repo.update("Patient", patient_id, _patient(patient_id, relation))
+            provider = HERE if relation == "seen" else ELSEWHERE
+            repo.update(
+                "Encounter",
+                f"enc-{patient_id}",
+                {
+                    "resourceType": "Encounter",
+                    "id": f"enc-{patient_id}",
+                    "status": "finished",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                    "serviceProvider": {"reference": f"Organization/{provider}"},
+                },
+            )
+            repo.update(
+                "Observation",
+                f"obs-{patient_id}",
+                {
+                    "resourceType": "Observation",
+                    "id": f"obs-{patient_id}",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                },
+            )
+    return engine
+
+
+def _physician(facility: str) -> AccessContext:
+    return AccessContext(actor="Practitioner/dr", role="physician", facility=facility)
+
+
+def _search(
+    engine: Engine, definitions: Definitions, settings: Settings, resource_type: str, query: str
+) -> list[str]:
+    with read_transaction(engine) as connection:
+        repo = Repository(connection, definitions, settings, _physician(HERE))
+        page = repo.search(SearchRequest(resource_type, parse_qsl(query)))
+    return sorted(m.id for m in page.matches)
+
+
+CARED_FOR = sorted(p for p, relation in PATIENTS.items() if relation != "none")
+
+
+def test_each_care_relationship_reaches_the_record_and_nothing_else_does(
+    world: Engine, definitions: Definitions, settings: Settings
+) -> None:
+    assert _search(world, definitions, settings, "Patient", "_count=50") == CARED_FOR
+    assert _search(world, definitions, settings, "Observation", "code=8480-6") == [
+        f"obs-{p}" for p in CARED_FOR
+    ]
+    assert _search(world, definitions, settings, "Encounter", "_count=50") == [f"enc-{p}" for p in CARED_FOR]
+    for patient_id in PATIENTS:
+        found = _search(world, definitions, settings, "Observation", f"patient={patient_id}&code=8480-6")
+        assert found == ([f"obs-{patient_id}"] if patient_id in CARED_FOR else []), patient_id
+        with read_transaction(world) as connection:
+            repo = Repository(connection, definitions, settings, _physician(HERE))
+            assert repo.sees_id("Observation", f"obs-{patient_id}") == (patient_id in CARED_FOR)
+
+
+def test_a_facility_without_relationships_reaches_no_record(
+    world: Engine, definitions: Definitions, settings: Settings
+) -> None:
+    with read_transaction(world) as connection:
+        repo = Repository(connection, definitions, settings, _physician("org-unknown"))
+        page = repo.search(SearchRequest("Observation", [("code", "8480-6")]))
+    assert page.matches == []
