@@ -12,6 +12,7 @@ from garrison.fhir.authz.labels import compartment_patients
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.search.indexer import indexer_for
 from garrison.fhir.validation import validator_for
+from garrison.settings import Settings
 from tests.test_all_resource_types import minimal_instance
 
 FACILITY_A = "facility-a"
@@ -81,7 +82,7 @@ def patient_instance(definitions: Definitions, resource_type: str, patient_id: s
             if validator.validate(stamped):
                 continue
             if patient_id in compartment_patients(
-                definitions, resource_type, "probe", indexer.index(stamped)
+                definitions, resource_type, "probe", indexer.index(stamped), Settings().base_url
             ):
                 return body
     return None

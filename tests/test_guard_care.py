@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from garrison.db.engine import read_transaction, write_transaction
+from garrison.errors import Forbidden
 from garrison.fhir.access import AccessContext
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.repository import Repository
@@ -125,3 +126,47 @@ def test_a_facility_without_relationships_reaches_no_record(
         repo = Repository(connection, definitions, settings, _physician("org-unknown"))
         page = repo.search(SearchRequest("Observation", [("code", "8480-6")]))
     assert page.matches == []
+
+
+def _encounter_by(
+    engine: Engine, definitions: Definitions, settings: Settings, facility: str, subject: str
+) -> None:
+    """A physician at `facility` records an Encounter there for `subject`."""
+    body = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": subject},
+        "serviceProvider": {"reference": f"Organization/{facility}"},
+    }
+    with write_transaction(engine) as connection:
+        Repository(connection, definitions, settings, _physician(facility)).create(body)
+
+
+def test_another_servers_patient_seen_here_is_not_this_servers_patient(
+    world: Engine, definitions: Definitions, settings: Settings
+) -> None:
+    """An Encounter at the facility for a patient of another server (same id) is allowed, and is
+    no care relationship with this server's patient of that id."""
+    _encounter_by(world, definitions, settings, HERE, "https://other.example.org/fhir/Patient/p-elsewhere")
+    assert _search(world, definitions, settings, "Observation", "code=8480-6") == [
+        f"obs-{p}" for p in CARED_FOR
+    ]
+
+
+@pytest.mark.parametrize("form", ["relative", "this server's URL"])
+def test_a_clinician_cannot_make_a_care_relationship_by_writing_one(
+    world: Engine, definitions: Definitions, settings: Settings, form: str
+) -> None:
+    """Recording an Encounter for a patient outside one's care is refused however the patient is
+    named: it is a write into that patient's record."""
+    subject = (
+        "Patient/p-elsewhere"
+        if form == "relative"
+        else f"{settings.base_url.rstrip('/')}/Patient/p-elsewhere"
+    )
+    with pytest.raises(Forbidden):
+        _encounter_by(world, definitions, settings, HERE, subject)
+    assert _search(world, definitions, settings, "Observation", "code=8480-6") == [
+        f"obs-{p}" for p in CARED_FOR
+    ]

@@ -623,7 +623,9 @@ class Repository:
                 if named != {self.context.patient}:  # naming no patient is not belonging either
                     raise Forbidden(f"A {resource_type} written from this record must belong to it")
             return
-        patients = compartment_patients(self.definitions, resource_type, stored.id, pending.index_rows)
+        patients = compartment_patients(
+            self.definitions, resource_type, stored.id, pending.index_rows, self.settings.base_url
+        )
         if resource_type == "Patient" and interaction == "create":
             patients.discard(stored.id)  # registering a new patient
         if self.guard.role is not None and self.guard.role.patients == "own":

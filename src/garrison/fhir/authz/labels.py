@@ -23,15 +23,20 @@ def security_labels(content: str | None) -> set[Label]:
 
 
 def compartment_patients(
-    definitions: Definitions, resource_type: str, resource_id: str, index_rows: IndexRows
+    definitions: Definitions, resource_type: str, resource_id: str, index_rows: IndexRows, base_url: str
 ) -> set[str]:
-    """Ids of the patients whose compartment this version is in, from its own reference rows
-    (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
+    """Ids of this server's patients whose compartment this version is in, from its own reference
+    rows (https://hl7.org/fhir/R4/compartmentdefinition-patient.html): relative references and
+    absolute ones under `base_url` (this server's FHIR base), as searches count them
+    (`predicates.local_reference`); another server's patients are not this server's."""
     params = set(definitions.compartments["Patient"].get(resource_type, ()))
+    local = base_url.rstrip("/") + "/"
     patients = {
         row["target_id"]
         for row in index_rows.by_table.get("reference", ())
-        if row["param"] in params and row.get("target_type") == "Patient" and row.get("url") is None
+        if row["param"] in params
+        and row.get("target_type") == "Patient"
+        and (row.get("url") is None or str(row["url"]).startswith(local))
     }
     if resource_type == "Patient":
         patients.add(resource_id)
