@@ -170,3 +170,65 @@ def test_a_clinician_cannot_make_a_care_relationship_by_writing_one(
     assert _search(world, definitions, settings, "Observation", "code=8480-6") == [
         f"obs-{p}" for p in CARED_FOR
     ]
+
+
+ETH = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}
+
+
+@pytest.fixture
+def labelled(world: Engine, definitions: Definitions, settings: Settings) -> Engine:
+    """In p-registered's record (in HERE's care): an Observation labelled ETH (withheld from
+    physicians) with a code of its own, and a DiagnosticReport of each of their Observations."""
+    with write_transaction(world) as connection:
+        repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
+        repo.update(
+            "Observation",
+            "obs-secret",
+            {
+                "resourceType": "Observation",
+                "id": "obs-secret",
+                "meta": {"security": [ETH]},
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "SECRET-1"}]},
+                "subject": {"reference": "Patient/p-registered"},
+            },
+        )
+        for observation in ("obs-secret", "obs-p-registered"):
+            repo.update(
+                "DiagnosticReport",
+                f"dr-{observation}",
+                {
+                    "resourceType": "DiagnosticReport",
+                    "id": f"dr-{observation}",
+                    "status": "final",
+                    "code": {"text": "panel"},
+                    "subject": {"reference": "Patient/p-registered"},
+                    "result": [{"reference": f"Observation/{observation}"}],
+                },
+            )
+    return world
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "query", "expected"),
+    [
+        ("Observation", "code=SECRET-1", []),
+        ("Patient", "_has:Observation:patient:code=SECRET-1", []),
+        ("Patient", "_has:Observation:patient:code=8480-6", CARED_FOR),
+        ("DiagnosticReport", "result.code=SECRET-1", []),
+        ("DiagnosticReport", "result:Observation.code=8480-6", ["dr-obs-p-registered"]),
+        ("DiagnosticReport", "result._has:DiagnosticReport:result:code=panel&result.code=SECRET-1", []),
+    ],
+)
+def test_chains_and_has_see_only_what_the_caller_may_see(
+    labelled: Engine,
+    definitions: Definitions,
+    settings: Settings,
+    resource_type: str,
+    query: str,
+    expected: list[str],
+) -> None:
+    """A chain or `_has` matches through resources the caller may see only: through a withheld
+    one it would tell them what the withheld resource says (which patients have an ETH-labelled
+    result with that code)."""
+    assert _search(labelled, definitions, settings, resource_type, query) == expected

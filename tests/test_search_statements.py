@@ -371,7 +371,7 @@ def test_a_caller_denied_by_consent_is_not_the_shape_of_one_who_is_not(
             Repository(connection, definitions, SETTINGS, _physician("org-1")).guard for _ in "ab"
         )
         denied.consents = replace(denied.consents, denied_patients=frozenset({"pat-a"}))
-        assert free.search_shape(["Observation"]) != denied.search_shape(["Observation"])
+        assert free.search_shape() != denied.search_shape()
         assert denied.bound_values()["g_denied_0"] == "pat-a"
 
 
@@ -470,3 +470,24 @@ def test_patient_scopes_confine_a_backend_client_to_the_patient_in_context(
     assert found("system/*.cruds", None) == ["obs-1", "obs-2", "obs-6"]
     assert found("patient/*.cruds", "pat-a") == ["obs-1", "obs-2"]
     assert found("patient/*.cruds", None) == []
+
+
+def test_a_chain_through_a_type_outside_the_scopes_matches_nothing(
+    db: Engine, definitions: Definitions
+) -> None:
+    """Scopes decide which types a chain may go through, so they are part of the caller's shape:
+    `patient/Observation.rs` alone may not search Patients, and must not find Observations by
+    their Patient's name either, even after `patient/*.rs` compiled the same search."""
+
+    def client(scopes: str) -> AccessContext:
+        return AccessContext(
+            actor="client/c1", role="system", scopes=ScopeSet.parse(scopes), patient="pat-a", client="c1"
+        )
+
+    query = "subject:Patient.family=sanchez"
+    search_query._COMPILED.clear()
+    wide, wide_prepared = _as(db, definitions, client("patient/*.rs"), query)
+    narrow, narrow_prepared = _as(db, definitions, client("patient/Observation.rs"), query)
+    assert wide == ["obs-1", "obs-2"]
+    assert narrow == []
+    assert wide_prepared.shape != narrow_prepared.shape

@@ -140,6 +140,14 @@ class Guard:
             return None
         return conditions[0] if len(conditions) == 1 else and_(*conditions)
 
+    def inner_visible(self, resource_type: str, res: Any, aliases: Aliases) -> ColumnElement[bool] | None:
+        """What a chain or `_has` may match through (`ConditionBuilder.visible`): the rows of
+        `resource_type` this caller could find by searching it, none of a type they may not
+        search."""
+        if not self.allows("search", resource_type):
+            return false()
+        return self.visible(resource_type, res, aliases, "search")
+
     def can_see(self, connection: Connection, resource_type: str, resource_id: str) -> bool:
         """Whether the current row of `resource_type/resource_id` is visible (False if absent)."""
         aliases = Aliases()
@@ -395,17 +403,18 @@ class Guard:
 
     # ------------------------------------------------------------- the caller's values
 
-    def search_shape(self, resource_types: Sequence[str]) -> Hashable | None:
-        """What of this caller decides the conditions `visible` and `patient_driver` add to a
-        search of `resource_types`, so that the search's statements, compiled once, serve every
-        caller of the same shape with their own `bound_values`. None when they cannot: granular
-        SMART scopes (`patient/Observation.rs?category=laboratory`) write their values in."""
+    def search_shape(self) -> Hashable | None:
+        """What of this caller decides the conditions `visible`, `inner_visible` and
+        `patient_driver` add to a search, so that the search's statements, compiled once, serve
+        every caller of the same shape with their own `bound_values`. None when they cannot:
+        granular SMART scopes (`patient/Observation.rs?category=laboratory`) write their values
+        in, on any type a chain or `_has` may reach."""
         scopes = self.context.scopes
-        if scopes is not None and any(scopes.filters("search", t) is not None for t in resource_types):
+        if scopes is not None and any(grant.filters for grant in scopes.grants):
             return None
         return (
             self.context.role,
-            scopes.patient_only if scopes is not None else None,
+            scopes,  # the types it may search (a chain through another matches nothing), patient_only
             self.context.facility is not None,
             tuple(self._released),  # which label each `released<i>` list is for
             tuple((kind, len(ids)) for kind, ids in self._patient_lists.items()),

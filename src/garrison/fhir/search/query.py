@@ -240,7 +240,7 @@ def prepare_search(
         parsed.types = tuple(guard.readable_types("search", parsed.types))
     ctx = _context(connection, definitions, settings)
     position = decode_cursor(parsed.cursor) if parsed.cursor else None
-    caller = guard.search_shape(parsed.types) if restricted and guard is not None else ()
+    caller = guard.search_shape() if restricted and guard is not None else ()
     bindings = None if caller is None or position is not None else Bindings(ctx)
     shape = None
     if bindings is not None:
@@ -414,7 +414,9 @@ def _build_statements(
     bindings: Bindings | None,
 ) -> SearchStatements:
     aliases = Aliases()
-    builder = ConditionBuilder(ctx, aliases, bindings, indexer_for(definitions).few_valued_tokens)
+    restricted = guard is not None and not guard.unrestricted
+    visible = guard.inner_visible if guard is not None and restricted else None
+    builder = ConditionBuilder(ctx, aliases, bindings, indexer_for(definitions).few_valued_tokens, visible)
     res = aliases(resource)
     where = _filter_conditions(builder, definitions, parsed, compartment, res, guard=guard)
     count = select(func.count()).select_from(res).where(*where)
@@ -497,10 +499,12 @@ def find_matching_ids(
     if not filters:
         raise BadRequest(f"The condition {query!r} has no search criteria")
     aliases = Aliases()
+    restricted = guard is not None and not guard.unrestricted
     builder = ConditionBuilder(
         _context(connection, definitions, settings),
         aliases,
         few_valued=indexer_for(definitions).few_valued_tokens,
+        visible=guard.inner_visible if guard is not None and restricted else None,
     )
     res = aliases(resource)
     conditions = builder.conditions(resource_type, filters, res)
