@@ -446,6 +446,29 @@ def test_a_search_confined_to_one_record_starts_from_that_record(
     assert "resource_0.id IN (SELECT search_token_0.resource_id" not in sql
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("patient=pat-a&code=8480-6", ["obs-1", "obs-2"]),
+        ("patient=Patient/pat-a&code=8480-6,8867-4", ["obs-1", "obs-2"]),
+        ("patient=pat-b&code=8867-4", []),  # another record's: still nothing
+        ("subject=Patient/pat-b", []),
+    ],
+)
+def test_a_confined_caller_naming_a_patient_starts_from_that_patients_rows(
+    db: Engine, definitions: Definitions, query: str, expected: list[str]
+) -> None:
+    # `patient=X&code=Y` starts from one range of the token rows carrying the patient, as for any
+    # caller; the caller's own record is still required of every result.
+    patient = AccessContext(actor="Patient/pat-a", role="patient", patient="pat-a")
+    (sql,) = _search_statements(db, definitions, patient, query)
+    if "code" in query:
+        assert (
+            "resource_0.id IN (SELECT search_token_0.resource_id" in sql and "search_token_0.patient" in sql
+        )
+    assert _as(db, definitions, patient, query)[0] == expected
+
+
 def test_a_search_reaching_many_records_starts_from_its_filters(db: Engine, definitions: Definitions) -> None:
     clinician = AccessContext(actor="Practitioner/prac-1", role="physician", facility="org-1")
     (sql,) = _search_statements(db, definitions, clinician, "code=8480-6")

@@ -500,6 +500,11 @@ def _finds_missing(flt: SimpleFilter) -> bool:
     return flt.modifier == "missing" and flt.values[0] == "true"
 
 
+def names_patients(filters: Sequence[Filter]) -> bool:
+    """Whether one of `filters` matches references to given patients only (`_names_patients`)."""
+    return any(isinstance(f, SimpleFilter) and _names_patients(f) for f in filters)
+
+
 def _names_patients(flt: SimpleFilter) -> bool:
     """Whether `flt` matches references to given patients only (`patient=X`, `subject=Patient/X`):
     a patient's resources of one type number in the hundreds, so checking the other filters on

@@ -37,7 +37,7 @@ from garrison.fhir.definitions import Definitions
 from garrison.fhir.resource import StoredResource
 from garrison.fhir.search.aliases import Aliases, column_equals
 from garrison.fhir.search.bundle import search_bundle
-from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, Bindings, ConditionBuilder
+from garrison.fhir.search.conditions import RESOURCE_LEVEL_PARAMS, Bindings, ConditionBuilder, names_patients
 from garrison.fhir.search.includes import fetch_included
 from garrison.fhir.search.indexer import indexer_for
 from garrison.fhir.search.paging import (
@@ -118,9 +118,12 @@ def _filter_conditions(
     restricted = guard is not None and not guard.unrestricted
 
     def type_conditions(resource_type: str) -> list[ColumnElement[bool]]:
-        # A caller confined to one patient's record: the search starts from that record.
-        start = guard.patient_driver(resource_type, res, builder.alias) if restricted and guard else None
+        # A caller confined to one patient's record: the search starts from that record, unless
+        # it names patients itself (`patient=X`), which starts it from at most that patient's rows
+        # (from one index range, with a token filter). `visible` requires the record either way.
         filters = parsed.filters[resource_type]
+        own_start = restricted and guard is not None and not names_patients(filters)
+        start = guard.patient_driver(resource_type, res, builder.alias) if own_start and guard else None
         conditions = builder.conditions(resource_type, filters, res, drive=start is None)
         if start is not None:
             conditions.insert(0, start)
