@@ -296,47 +296,38 @@ class Guard:
         facility: BindParameter[str | None] = bindparam("g_facility", self.context.facility)
         ctx = self._match_context()
 
-        def cared_for(patient: Any) -> ColumnElement[bool]:
+        def refers(sr: Any, resource_type: str, param: str, target_type: str) -> list[ColumnElement[bool]]:
             # Only references to this server's resources count (`local_reference`): another
             # server's Patient/X or Organization/F is not this one's.
+            return [
+                sr.c.resource_type == resource_type,
+                sr.c.param == param,
+                sr.c.target_type == target_type,
+                local_reference(sr, ctx),
+            ]
+
+        def cared_for(patient: Any) -> ColumnElement[bool]:
             registered = aliases(search_reference)
             by_registration = _fenced_exists(
-                registered.c.resource_type == PATIENT,
+                *refers(registered, PATIENT, "organization", "Organization"),
                 registered.c.resource_id == patient,
-                registered.c.param == "organization",
-                registered.c.target_type == "Organization",
                 registered.c.target_id == facility,
-                local_reference(registered, ctx),
             )
-            subject = aliases(search_reference)
-            provider = aliases(search_reference)
+            subject, provider = aliases(search_reference), aliases(search_reference)
             by_encounter = _fenced_exists(
-                subject.c.resource_type == "Encounter",
-                subject.c.param == "patient",
-                subject.c.target_type == PATIENT,
+                *refers(subject, "Encounter", "patient", PATIENT),
                 subject.c.target_id == patient,
-                local_reference(subject, ctx),
-                provider.c.resource_type == "Encounter",
+                *refers(provider, "Encounter", "service-provider", "Organization"),
                 provider.c.resource_id == subject.c.resource_id,
-                provider.c.param == "service-provider",
-                provider.c.target_type == "Organization",
                 provider.c.target_id == facility,
-                local_reference(provider, ctx),
             )
-            gp = aliases(search_reference)
-            role_org = aliases(search_reference)
+            gp, role_org = aliases(search_reference), aliases(search_reference)
             by_primary_care = _fenced_exists(
-                gp.c.resource_type == PATIENT,
+                *refers(gp, PATIENT, "general-practitioner", "PractitionerRole"),
                 gp.c.resource_id == patient,
-                gp.c.param == "general-practitioner",
-                gp.c.target_type == "PractitionerRole",
-                local_reference(gp, ctx),
-                role_org.c.resource_type == "PractitionerRole",
+                *refers(role_org, "PractitionerRole", "organization", "Organization"),
                 role_org.c.resource_id == gp.c.target_id,
-                role_org.c.param == "organization",
-                role_org.c.target_type == "Organization",
                 role_org.c.target_id == facility,
-                local_reference(role_org, ctx),
             )
             return or_(by_registration, by_encounter, by_primary_care)
 
