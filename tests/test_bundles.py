@@ -200,8 +200,8 @@ def test_errors_name_the_failing_entry(client: httpx.Client) -> None:
 
 
 def test_prepared_transactions_keep_every_number_as_written(definitions: Definitions) -> None:
-    """A prepared transaction rewrites its urn references in the resources' JSON text: decimals
-    keep their written precision (1.50, 1e2), floats and large integers their values."""
+    """A prepared transaction rewrites its urn references: decimals keep their written precision
+    (1.50, 1e2), floats and large integers their values."""
     body = parse_json(
         b'{"resourceType":"Bundle","type":"transaction","entry":['
         b'{"fullUrl":"urn:uuid:a1","resource":{"resourceType":"Patient","gender":"male"},'
@@ -224,3 +224,64 @@ def test_prepared_transactions_keep_every_number_as_written(definitions: Definit
     assert floating["valueQuantity"]["value"] == 112.41600000000001
     assert integer["valueInteger"] == 2147483647
     assert floating["subject"] == integer["subject"] == decimal["subject"]
+
+
+def test_prepared_transactions_rewrite_urns_wherever_they_are(definitions: Definitions) -> None:
+    """Every string that is an entry's urn becomes its Type/id, at any depth (lists, contained
+    resources, extensions, uri lists), and the request's own body is left as it was."""
+    patient_urn, practitioner_urn = "urn:uuid:aaaa", "urn:oid:1.2.3.4"
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": patient_urn},
+        "contained": [
+            {
+                "resourceType": "Goal",
+                "id": "g1",
+                "lifecycleStatus": "active",
+                "description": {"text": "walk"},
+                "subject": {"reference": patient_urn},
+            }
+        ],
+        "goal": [{"reference": "#g1"}],
+        "contributor": [{"reference": "Practitioner/already-here"}, {"reference": practitioner_urn}],
+        "instantiatesUri": ["urn:uuid:not-an-entry", patient_urn],
+        "extension": [{"url": "http://example.org/x", "valueReference": {"reference": practitioner_urn}}],
+        "note": [{"text": "urn:uuid:aaaa in prose stays prose"}],
+    }
+    body = transaction(
+        entry("POST", "Patient", PATIENT, fullUrl=patient_urn),
+        entry("POST", "Practitioner", {"resourceType": "Practitioner"}, fullUrl=practitioner_urn),
+        entry("POST", "CarePlan", plan),
+    )
+    original = json.dumps(body, sort_keys=True)
+    prepared = prepare_transaction(FhirRouter("http://x/fhir"), definitions, body, None)
+    assert prepared is not None
+    patient, practitioner, stored = (parse_json(v.stored.content) for v in prepared.versions)
+    to_patient, to_practitioner = f"Patient/{patient['id']}", f"Practitioner/{practitioner['id']}"
+    assert stored["subject"] == {"reference": to_patient}
+    assert stored["contained"][0]["subject"] == {"reference": to_patient}
+    assert stored["contributor"] == [
+        {"reference": "Practitioner/already-here"},
+        {"reference": to_practitioner},
+    ]
+    assert stored["instantiatesUri"] == ["urn:uuid:not-an-entry", to_patient]
+    assert stored["extension"][0]["valueReference"] == {"reference": to_practitioner}
+    assert stored["note"] == plan["note"] and stored["goal"] == plan["goal"]
+    assert json.dumps(body, sort_keys=True) == original
+
+
+@pytest.mark.parametrize(
+    "reference", ["urn:uuid:no-such-entry", "Patient?identifier=urn:t|1"], ids=["unknown", "conditional"]
+)
+def test_prepared_transactions_leave_what_needs_the_database(
+    definitions: Definitions, reference: str
+) -> None:
+    """A urn no entry has (an error to report) or a conditional reference (a search to run) is
+    left to the transaction's own processing."""
+    body = transaction(
+        entry("POST", "Patient", PATIENT, fullUrl="urn:uuid:aaaa"),
+        entry("POST", "Observation", {**observation(reference), "focus": [{"reference": "urn:uuid:aaaa"}]}),
+    )
+    assert prepare_transaction(FhirRouter("http://x/fhir"), definitions, body, None) is None

@@ -34,18 +34,22 @@ def general_indexer(definitions: Definitions) -> Indexer:
     return Indexer(definitions, use_fast_paths=False)
 
 
+def as_dicts(result: IndexRows) -> dict[str, list[dict[str, Any]]]:
+    return {table: result.dicts(table) for table in result.by_table}
+
+
 def rows(result: IndexRows, table: str, param: str) -> list[dict[str, Any]]:
     """The value columns of `param`'s rows (param and grp dropped), in a stable order."""
     found = [
         {k: v for k, v in row.items() if k not in ("param", "grp")}
-        for row in result.by_table[table]
+        for row in result.dicts(table)
         if row["param"] == param
     ]
     return sorted(found, key=repr)
 
 
 def params(result: IndexRows) -> set[str]:
-    return {row["param"] for table_rows in result.by_table.values() for row in table_rows}
+    return {row["param"] for table_rows in as_dicts(result).values() for row in table_rows}
 
 
 def _examples(shared_testdata: Path) -> list[dict[str, Any]]:
@@ -84,7 +88,7 @@ def test_row_keys_are_the_index_table_columns(indexer: Indexer, examples: list[d
     assert set(COLUMNS) == set(INDEX_TABLES)
     seen: set[str] = set()
     for resource in examples:
-        for table, table_rows in indexer.index(resource).by_table.items():
+        for table, table_rows in as_dicts(indexer.index(resource)).items():
             for row in table_rows:
                 assert set(row) == expected[table], table
                 seen.add(table)
@@ -338,7 +342,7 @@ def test_observation_value_quantity(indexer: Indexer) -> None:
 def test_observation_composites_share_groups(indexer: Indexer) -> None:
     result = indexer.index(BLOOD_PRESSURE)
     by_group: dict[int, dict[str, Any]] = {}
-    for table, table_rows in result.by_table.items():
+    for table, table_rows in as_dicts(result).items():
         for row in table_rows:
             if row["param"].startswith("component-code-value-quantity$"):
                 by_group.setdefault(row["grp"], {})[row["param"]] = (
@@ -352,30 +356,30 @@ def test_observation_composites_share_groups(indexer: Indexer) -> None:
         key=repr,
     )
     groups = [
-        row["grp"] for table_rows in result.by_table.values() for row in table_rows if "$" in row["param"]
+        row["grp"] for table_rows in as_dicts(result).values() for row in table_rows if "$" in row["param"]
     ]
     assert min(groups) == 1 and all(
         row["grp"] == 0
-        for table_rows in result.by_table.values()
+        for table_rows in as_dicts(result).values()
         for row in table_rows
         if "$" not in row["param"]
     )
     # The panel itself has no value: code-value-quantity and combo-* give no group for it.
-    assert not any(row["param"].startswith("code-value-quantity$") for row in result.by_table["token"])
-    combo = {row["code"] for row in result.by_table["token"] if row["param"] == "combo-code-value-quantity$0"}
+    assert not any(row["param"].startswith("code-value-quantity$") for row in result.dicts("token"))
+    combo = {row["code"] for row in result.dicts("token") if row["param"] == "combo-code-value-quantity$0"}
     assert combo == {"8480-6", "8462-4"}
     # Groups are unique across composite parameters of one resource.
-    combo_groups = {r["grp"] for r in result.by_table["token"] if r["param"] == "combo-code-value-quantity$0"}
+    combo_groups = {r["grp"] for r in result.dicts("token") if r["param"] == "combo-code-value-quantity$0"}
     component_groups = {
-        r["grp"] for r in result.by_table["token"] if r["param"] == "component-code-value-quantity$0"
+        r["grp"] for r in result.dicts("token") if r["param"] == "component-code-value-quantity$0"
     }
     assert not combo_groups & component_groups
 
 
 def test_observation_code_value_quantity(indexer: Indexer) -> None:
     result = indexer.index(WEIGHT)
-    tokens = [r for r in result.by_table["token"] if r["param"] == "code-value-quantity$0"]
-    quantities = [r for r in result.by_table["quantity"] if r["param"] == "code-value-quantity$1"]
+    tokens = [r for r in result.dicts("token") if r["param"] == "code-value-quantity$0"]
+    quantities = [r for r in result.dicts("quantity") if r["param"] == "code-value-quantity$1"]
     assert [(r["system"], r["code"]) for r in tokens] == [(LOINC, "29463-7")]
     assert [(r["code"], r["value"]) for r in quantities] == [("kg", 72.5)]
     assert tokens[0]["grp"] == quantities[0]["grp"] >= 1
@@ -619,7 +623,7 @@ def test_common_expressions_take_the_fast_path(indexer: Indexer) -> None:
 def _row_multiset(result: IndexRows) -> Counter[tuple[str, str]]:
     return Counter(
         (table, repr(sorted(row.items())))
-        for table, table_rows in result.by_table.items()
+        for table, table_rows in as_dicts(result).items()
         for row in table_rows
     )
 

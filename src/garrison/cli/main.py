@@ -95,7 +95,7 @@ def serve(
     os.environ.setdefault("GARRISON_BASE_URL", f"{scheme}://{host}:{port}/fhir")
     click.echo(f"Garrison FHIR API: {scheme}://{host}:{port}/fhir/metadata")
     uvicorn.run(
-        "garrison.web.app:create_app",
+        "garrison.web.app:server_app",
         factory=True,
         host=host,
         port=port,

@@ -617,7 +617,7 @@ class Repository:
             if self.guard.role is not None and self.guard.role.patients == "own":
                 named = {
                     row["target_id"]
-                    for row in pending.index_rows.by_table.get("reference", ())
+                    for row in pending.index_rows.dicts("reference")
                     if row["param"] == "patient" and row.get("target_type") == "Patient"
                 }
                 if named != {self.context.patient}:  # naming no patient is not belonging either

@@ -33,7 +33,7 @@ def compartment_patients(
     local = base_url.rstrip("/") + "/"
     patients = {
         row["target_id"]
-        for row in index_rows.by_table.get("reference", ())
+        for row in index_rows.dicts("reference")
         if row["param"] in params
         and row.get("target_type") == "Patient"
         and (row.get("url") is None or str(row["url"]).startswith(local))

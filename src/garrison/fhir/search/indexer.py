@@ -7,8 +7,9 @@ simple ones into direct accessors (`fastpaths`), the rest with fhirpathpy and it
 
 What the rows contain (the query side relies on this):
 
-- Each row has `param` (the parameter code), `grp` and the table's value columns
-  (`index_rows.COLUMNS`); the repository adds resource_type and resource_id.
+- Each row is a tuple (param, grp, *the table's value columns): the parameter code, the group
+  and `index_rows.COLUMNS` (`ROW_FIELDS` names them); the repository adds resource_type and
+  resource_id.
 - Not indexed: `_id` and `_lastUpdated` (the resource table has them), parameters of type
   `special` and parameters without an expression (`_text`, `_content`, `_query`, `near`...).
   `_tag`, `_security`, `_profile` and `_source` are indexed from `meta`.
@@ -49,7 +50,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any, cast
 
 from fhirpathpy import compile as fhirpath_compile
@@ -87,14 +87,21 @@ TABLES = tuple(COLUMNS)
 
 @dataclass(slots=True)
 class IndexRows:
-    # key: a schema.INDEX_TABLES key; each row has "param", "grp" and the table's value columns.
-    by_table: dict[str, list[dict[str, Any]]]
+    # key: a schema.INDEX_TABLES key; each row is (param, grp, *the table's value columns), the
+    # columns of `INDEX_COLUMNS` after resource_type and resource_id (and before search_token's
+    # `patient`, which `tuples` adds). Tuples, not dicts: a Bundle writes thousands of rows.
+    by_table: dict[str, list[tuple[Any, ...]]]
     # The rows as the tuples `index_tuples` gives, for the resource named in `_owner`.
     _tuples: dict[str, list[tuple[Any, ...]]] | None = field(default=None, compare=False, repr=False)
     _owner: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     def count(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
+
+    def dicts(self, key: str) -> list[dict[str, Any]]:
+        """The rows of one table as dicts keyed by column name (for readers, not the write path)."""
+        names = ROW_FIELDS[key]
+        return [dict(zip(names, row, strict=True)) for row in self.by_table.get(key, ())]
 
     def tuples(self, resource_type: str, resource_id: str) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of the resource `resource_type/resource_id` per INDEX_TABLES key, in
@@ -104,12 +111,11 @@ class IndexRows:
             made: dict[str, list[tuple[Any, ...]]] = {}
             for key, table_rows in self.by_table.items():
                 if table_rows:
-                    values_of = _ROW_VALUES[key]
                     if key == "token":
                         patients = self.patients()
-                        made[key] = [owner + values_of(row) + p for row in table_rows for p in patients]
+                        made[key] = [owner + row + p for row in table_rows for p in patients]
                     else:
-                        made[key] = [owner + values_of(row) for row in table_rows]
+                        made[key] = [owner + row for row in table_rows]
             self._tuples, self._owner = made, owner
         return self._tuples
 
@@ -117,9 +123,9 @@ class IndexRows:
         """The `patient` column of the resource's token rows (`schema.search_token`): each id its
         `patient` parameter's reference rows hold, or one NULL when there is none."""
         found = dict.fromkeys(
-            row["target_id"]
+            row[_TARGET_ID]
             for row in self.by_table.get("reference", ())
-            if row["param"] == PATIENT_PARAM and row["target_id"] is not None
+            if row[0] == PATIENT_PARAM and row[_TARGET_ID] is not None
         )
         return [(patient,) for patient in found] or [(None,)]
 
@@ -128,14 +134,15 @@ class IndexRows:
 PATIENT_PARAM = "patient"
 
 
-# The columns of each index table, in order: resource_type, resource_id, what a row dict holds
-# and, for search_token, the `patient` column that `IndexRows.tuples` adds.
+# The columns of each index table, in order: resource_type, resource_id, a row's fields and,
+# for search_token, the `patient` column that `IndexRows.tuples` adds.
 INDEX_COLUMNS = {key: tuple(c.name for c in table.columns) for key, table in INDEX_TABLES.items()}
 assert INDEX_COLUMNS["token"][-1] == "patient", "IndexRows.tuples adds it last"
-_ROW_VALUES = {
-    key: itemgetter(*(columns[2:-1] if key == "token" else columns[2:]))
-    for key, columns in INDEX_COLUMNS.items()
-}
+# The fields of an `IndexRows` row of each table: param, grp, then the value columns.
+ROW_FIELDS = {key: columns[2:-1] if key == "token" else columns[2:] for key, columns in INDEX_COLUMNS.items()}
+assert all(fields[:2] == ("param", "grp") for fields in ROW_FIELDS.values())
+assert all(ROW_FIELDS[key][2:] == COLUMNS[key] for key in COLUMNS), "rows are (param, grp, *values)"
+_TARGET_ID = ROW_FIELDS["reference"].index("target_id")
 
 
 def index_tuples(owned: Iterable[tuple[str, str, IndexRows | None]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -233,38 +240,6 @@ class IndexerStats:
     uncompilable: list[str] = field(default_factory=list)
 
 
-RowMaker = Callable[[str, int, Values], dict[str, Any]]
-
-# One row dict per index value: spelled out per table because it runs for every row written.
-ROW_MAKERS: dict[str, RowMaker] = {
-    "string": lambda p, g, v: {"param": p, "grp": g, "value": v[0], "exact": v[1]},
-    "token": lambda p, g, v: {"param": p, "grp": g, "system": v[0], "code": v[1], "text": v[2]},
-    "date": lambda p, g, v: {"param": p, "grp": g, "low": v[0], "high": v[1]},
-    "number": lambda p, g, v: {"param": p, "grp": g, "low": v[0], "high": v[1], "value": v[2]},
-    "quantity": lambda p, g, v: {
-        "param": p,
-        "grp": g,
-        "system": v[0],
-        "code": v[1],
-        "unit": v[2],
-        "low": v[3],
-        "high": v[4],
-        "value": v[5],
-    },
-    "reference": lambda p, g, v: {
-        "param": p,
-        "grp": g,
-        "target_type": v[0],
-        "target_id": v[1],
-        "url": v[2],
-        "version": v[3],
-        "identifier_system": v[4],
-        "identifier_value": v[5],
-    },
-    "uri": lambda p, g, v: {"param": p, "grp": g, "value": v[0]},
-}
-
-
 class Indexer:
     """Computes index rows; construct once per Definitions (`indexer_for`), then call `index`.
 
@@ -282,7 +257,6 @@ class Indexer:
             "returnRawData": True,
             "userInvocationTable": {"resolve": {"fn": self._resolve}},
         }
-        self._make_row = ROW_MAKERS
         self._few_valued: set[tuple[str, str]] = set()
         self._plans: dict[str, list[_Plan]] = {}
         for resource_type in sorted(definitions.resource_types):
@@ -400,14 +374,13 @@ class Indexer:
 
     def index(self, resource: dict[str, Any]) -> IndexRows:
         """All index rows for `resource` (a parsed FHIR JSON resource). Never raises on odd data."""
-        by_table: dict[str, list[dict[str, Any]]] = {table: [] for table in TABLES}
+        by_table: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLES}
         resource_type = resource.get("resourceType")
         plans = self._plans.get(resource_type) if isinstance(resource_type, str) else None
         if not plans:
             return IndexRows(by_table)
         assert isinstance(resource_type, str)
         root: list[Node] = [(resource_type, resource)]
-        make_row = self._make_row
         group = 0
         for plan in plans:
             keys = plan.expression.context_keys
@@ -431,15 +404,14 @@ class Indexer:
                         continue
                     group += 1
                     for component, values in grouped:
-                        rows = by_table[component.table]
-                        make = make_row[component.table]
-                        rows.extend(make(component.param, group, v) for v in values)
+                        head = (component.param, group)
+                        by_table[component.table].extend(head + v for v in values)
             except Exception:  # odd data must not stop a write; counted, see module docstring
                 self.failures[(resource_type, plan.code)] += 1
                 log.debug("index %s.%s failed", resource_type, plan.code, exc_info=True)
         return IndexRows(by_table)
 
-    def _add_rows(self, plan: _Plan, nodes: list[Node], by_table: dict[str, list[dict[str, Any]]]) -> None:
+    def _add_rows(self, plan: _Plan, nodes: list[Node], by_table: dict[str, list[tuple[Any, ...]]]) -> None:
         assert plan.convert is not None
         convert = plan.convert
         if len(nodes) == 1:
@@ -450,11 +422,10 @@ class Indexer:
                 values.extend(convert(node_type, data))
         if len(values) > 1:
             values = list(dict.fromkeys(values))
-        make = self._make_row[plan.table]
         rows = by_table[plan.table]
-        code = plan.code
+        head = (plan.code, 0)
         for value in values:
-            rows.append(make(code, 0, value))
+            rows.append(head + value)
         if plan.table == "token":
             of_type = [
                 v
@@ -463,8 +434,8 @@ class Indexer:
                 for v in identifier_type_values(data)
             ]
             if of_type:
-                param = code + OF_TYPE_SUFFIX
-                rows.extend(make(param, 0, v) for v in dict.fromkeys(of_type))
+                head = (plan.code + OF_TYPE_SUFFIX, 0)
+                rows.extend(head + v for v in dict.fromkeys(of_type))
 
     @staticmethod
     def _component_rows(
