@@ -285,3 +285,21 @@ def test_prepared_transactions_leave_what_needs_the_database(
         entry("POST", "Observation", {**observation(reference), "focus": [{"reference": "urn:uuid:aaaa"}]}),
     )
     assert prepare_transaction(FhirRouter("http://x/fhir"), definitions, body, None) is None
+
+
+@pytest.mark.parametrize("depth", [300, 1_010])
+def test_json_nested_deeper_than_can_be_written_back_is_a_bad_request(
+    client: httpx.Client, depth: int
+) -> None:
+    """orjson parses JSON up to 1,024 levels deep but writes at most 254 (and Python recurses
+    1,000 deep): such a body is refused with a 400, not a 500."""
+    resource = '{"resourceType":"Basic","code":{"text":"x"},"x":' + "[" * depth + "]" * depth + "}"
+    body = (
+        '{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Basic"},"resource":'
+        + resource
+        + "}]}"
+    )
+    response = client.post("", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert count(client, "Basic") == 0

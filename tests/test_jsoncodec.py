@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from garrison.fhir.jsoncodec import dumps, parse_json
+from garrison.fhir.jsoncodec import MAX_DEPTH, dumps, parse_json
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,10 @@ def test_pretty_printed_json_is_read_as_orjson_reads_it_when_every_number_surviv
 )
 def test_pretty_printed_json_keeps_numbers_that_a_float_would_change(text: bytes, written: str) -> None:
     assert dumps(parse_json(text)) == written
+
+
+def test_json_deeper_than_can_be_written_back_is_malformed() -> None:
+    deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert dumps(parse_json(deepest)) == deepest
+    with pytest.raises(orjson.JSONDecodeError, match="nested more than 254 levels"):
+        parse_json("[" + deepest + "]")

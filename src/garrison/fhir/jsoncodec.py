@@ -14,6 +14,10 @@ from typing import Any
 
 import orjson
 
+# orjson parses JSON nested up to 1,024 levels deep but writes at most 254: deeper JSON could not
+# be stored and served again.
+MAX_DEPTH = 254
+
 # JSON's insignificant whitespace (https://www.rfc-editor.org/rfc/rfc8259#section-2).
 _WHITESPACE = b" \t\n\r"
 
@@ -40,7 +44,10 @@ def parse_json(raw: bytes | str) -> Any:
     # clients') once whitespace is dropped from both. Numbers hold no whitespace, and a number
     # written differently (1.50 against 1.5) makes the two differ where it ends, so equal texts
     # mean equal numbers. Anything else is parsed again with every number's text in hand.
-    written = orjson.dumps(value)
+    try:
+        written = orjson.dumps(value)
+    except TypeError as exc:  # nested deeper than orjson writes (MAX_DEPTH): never storable
+        raise orjson.JSONDecodeError(f"JSON nested more than {MAX_DEPTH} levels deep", "", 0) from exc
     if written == data.strip() or written.translate(None, _WHITESPACE) == data.translate(None, _WHITESPACE):
         return value
     try:
