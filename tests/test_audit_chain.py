@@ -340,3 +340,21 @@ def test_sink_reports_database_errors(tmp_path_factory: pytest.TempPathFactory) 
     with AuditSink(engine) as sink, pytest.raises(DBAPIError, match="no such table"):
         sink.record([make_record(1)])
     engine.dispose()
+
+
+def test_sink_keeps_one_connection_and_replaces_a_dead_one(engine: Engine) -> None:
+    """The writers share one connection; when it has died under the sink (a restarted
+    database server), the next write opens another instead of failing the reads it audits."""
+    with AuditSink(engine) as sink:
+        sink.record([make_record(1)])
+        kept = sink._connection
+        sink.record([make_record(2)])
+        assert sink._connection is kept is not None
+        kept.connection.driver_connection.close()  # type: ignore[union-attr]
+        sink.record([make_record(3)])
+        assert sink._connection is not None and sink._connection is not kept
+        assert sink.commits == 3
+    assert sink._connection is None  # closed with the sink
+    assert [row["seq"] for row in all_rows(engine)] == [1, 2, 3]
+    with snapshot_transaction(engine) as connection:
+        assert verify_audit(connection, [], anchors=[]).ok

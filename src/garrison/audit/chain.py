@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from garrison.audit.records import AuditRecord, Outcome
 from garrison.audit.schema import GENESIS, PG_APPEND_FUNCTION, audit_log
 from garrison.db.bulk import insert_rows
-from garrison.db.engine import DriverStatement, is_postgres, write_transaction
+from garrison.db.engine import DriverStatement, is_postgres, write_transaction_on
 
 OUTCOMES: frozenset[str] = frozenset({"success", "denied", "failed"})
 
@@ -163,18 +163,18 @@ def _append_postgres(connection: Connection, encoded: Sequence[Mapping[str, Any]
     return (first, first + len(encoded) - 1)
 
 
-def append_committed(engine: Engine, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-    """Append rows made by `encode_record` in a transaction of their own, committed on return.
+def append_committed(connection: Connection, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """Append rows made by `encode_record` in a transaction of their own, committed on return,
+    on a connection outside any transaction (in autocommit on PostgreSQL).
 
-    On PostgreSQL that is one statement in autocommit: one round trip. Every API read ends with
-    this (see `garrison.audit.sink`)."""
+    On PostgreSQL that is one statement: one round trip. Every API read ends with this (see
+    `garrison.audit.sink`)."""
     if not encoded:
         return (0, 0)
-    if not is_postgres(engine):
-        with write_transaction(engine) as connection:
-            return append_encoded(connection, encoded)
-    with engine.connect() as connection:
-        return _append_postgres(connection.execution_options(isolation_level="AUTOCOMMIT"), encoded)
+    if is_postgres(connection):
+        return _append_postgres(connection, encoded)
+    with write_transaction_on(connection):
+        return append_encoded(connection, encoded)
 
 
 def append_records(connection: Connection, records: Sequence[AuditRecord]) -> None:

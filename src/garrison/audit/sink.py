@@ -8,6 +8,8 @@ for their own logs): a caller that finds no write in progress writes everything 
 transaction (one tail read, one INSERT, one commit) and wakes those callers; callers that arrive
 during a write wait, and the first of them writes the next batch. Under load many reads share
 each commit, and an uncontended read writes its own without handing over to another thread.
+The writers share one connection, kept for the sink's life (one writes at a time): a pool
+checkout and return per read audit cost about a quarter of the append's time on SQLite.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from garrison.audit.chain import append_committed, encode_record
 from garrison.audit.records import AuditRecord
+from garrison.db.engine import is_postgres
 
 
 class AuditSinkClosed(RuntimeError):
@@ -47,6 +50,7 @@ class AuditSink:
         self._queue: list[_Pending] = []
         self._writing = False  # a caller is writing a batch
         self._closing = False
+        self._connection: Connection | None = None  # the writers', opened by the first
         self.commits = 0  # transactions written (for tests and metrics)
         self.taken = 0  # `record` calls a writer has picked up (for tests and metrics)
 
@@ -84,6 +88,7 @@ class AuditSink:
             self._closing = True
             while self._writing:
                 self._idle.wait()
+            self._drop_connection()
 
     def __enter__(self) -> AuditSink:
         return self
@@ -133,5 +138,34 @@ class AuditSink:
                     self._idle.notify_all()
 
     def _write(self, batch: list[_Pending]) -> None:
-        append_committed(self._engine, [row for item in batch for row in item.rows])
+        rows = [row for item in batch for row in item.rows]
+        kept = self._connection is not None
+        try:
+            append_committed(self._connected(), rows)
+        except Exception:  # SQLAlchemy's errors, or the driver's (the append may run on its cursor)
+            self._drop_connection()
+            if not kept:
+                raise
+            # The kept connection may have gone stale (a restarted database server): once more
+            # on a new one, as the pool's ping would have done before handing out a connection.
+            try:
+                append_committed(self._connected(), rows)
+            except BaseException:
+                self._drop_connection()
+                raise
+        except BaseException:  # interrupted: the connection may be mid-statement
+            self._drop_connection()
+            raise
         self.commits += 1
+
+    def _connected(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            if is_postgres(self._engine):
+                self._connection.execution_options(isolation_level="AUTOCOMMIT")
+        return self._connection
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()

@@ -384,15 +384,21 @@ def is_postgres(engine: Engine | Connection) -> bool:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A read-write transaction; commits on success, rolls back on any exception."""
-    with engine.connect() as connection:
-        # The pooled connection's info carries the flag to the SQLite dialect's BEGIN.
-        pooled = connection.connection
-        pooled.info[_WRITE_OPTION] = True
-        try:
-            with connection.begin():
-                yield connection
-        finally:
-            pooled.info.pop(_WRITE_OPTION, None)
+    with engine.connect() as connection, write_transaction_on(connection):
+        yield connection
+
+
+@contextmanager
+def write_transaction_on(connection: Connection) -> Iterator[Connection]:
+    """`write_transaction` on a connection its owner keeps for its many writes (the audit sink)."""
+    # The pooled connection's info carries the flag to the SQLite dialect's BEGIN.
+    pooled = connection.connection
+    pooled.info[_WRITE_OPTION] = True
+    try:
+        with connection.begin():
+            yield connection
+    finally:
+        pooled.info.pop(_WRITE_OPTION, None)
 
 
 def is_write_transaction(connection: Connection) -> bool:
