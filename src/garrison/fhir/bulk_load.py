@@ -32,6 +32,8 @@ from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import PreparedVersion, Repository, insert_versions, prepare_version
+from garrison.fhir.search.indexer import indexer_for
+from garrison.fhir.validation.validator import validator_for
 from garrison.settings import Settings
 
 CHUNK_LINES = 2000
@@ -63,7 +65,9 @@ def _init_worker(settings: Settings) -> None:
     _worker["definitions"] = definitions_from(settings.definitions_dir)
     _worker["engine"] = make_engine(settings.resolved_database_url(), pool_size=1)
     # The definitions, validators and indexers live as long as the process: the cyclic collector
-    # need not scan them again and again.
+    # need not scan them again and again. Compiled here, so that they are frozen too.
+    validator_for(_worker["definitions"])
+    indexer_for(_worker["definitions"])
     gc.freeze()
 
 
