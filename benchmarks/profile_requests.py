@@ -61,7 +61,7 @@ from garrison.identity.accounts import get_account
 from garrison.oauth.jose import decode_segments
 from garrison.oauth.tokens import _verified, validate_access_token
 from garrison.settings import Settings
-from garrison.web.app import create_app
+from garrison.web.app import server_app
 from garrison.web.fhir_api import FhirApi
 from population import Population
 
@@ -119,7 +119,7 @@ async def load(client: httpx.AsyncClient, headers: dict[str, str], population: P
 
 def app_in_process(databases: Databases, backend: str, prefix: str) -> tuple[Starlette, str, ECKey]:
     """A migrated database of `backend`, a registered backend client, and the ASGI application
-    over it in this process: (app, client id, client key)."""
+    over it in this process, as a `garrison serve` worker builds it: (app, client id, client key)."""
     url = databases.new(backend)
     data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=databases.scratch))
     settings = Settings(database_url=url, data_dir=data_dir, base_url=BASE)
@@ -127,7 +127,7 @@ def app_in_process(databases: Databases, backend: str, prefix: str) -> tuple[Sta
     upgrade(engine)
     engine.dispose()
     client_id, key = register_backend_client(garrison_env(url, data_dir, BASE), data_dir)
-    return create_app(settings), client_id, key
+    return server_app(settings), client_id, key
 
 
 async def asgi_authorization(client: httpx.AsyncClient, client_id: str, key: ECKey) -> str:

@@ -150,15 +150,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-def server_app() -> Starlette:
-    """The application of a `garrison serve` process (one per worker).
+def server_app(settings: Settings | None = None) -> Starlette:
+    """The application of a `garrison serve` process (one per worker), and of the benchmarks
+    that serve in process.
 
     The validator and the indexer are compiled before the first request, then everything built
     so far is moved out of the cyclic garbage collector's reach (`gc.freeze`): the definitions
     and what is compiled from them live as long as the process, and every full collection
     scanned them all again (tens of milliseconds each, with every thread of the process
     stopped). Not in `create_app`, which tests call many times in one process."""
-    app = create_app()
+    app = create_app(settings)
     definitions: Definitions = app.state.definitions
     validator_for(definitions)
     indexer_for(definitions)
