@@ -75,8 +75,8 @@ def prepare_transaction(
     if not isinstance(raw_entries, list) or not raw_entries:
         return None
     identities: dict[str, str] = {}
-    planned: list[tuple[int, str, str, dict[str, Any]]] = []
-    for index, raw in enumerate(raw_entries):
+    planned: list[tuple[str, dict[str, Any]]] = []  # (assigned id, resource) of each entry
+    for raw in raw_entries:
         if not isinstance(raw, dict):
             return None
         request = raw.get("request")
@@ -94,11 +94,11 @@ def prepare_transaction(
         assigned = new_id()
         if isinstance(raw.get("fullUrl"), str):
             identities[raw["fullUrl"]] = f"{resource_type}/{assigned}"
-        planned.append((index, resource_type, assigned, resource))
+        planned.append((assigned, resource))
     versions: list[PreparedVersion] = []
     try:
         entries = [_parse_entry(index, raw, router.base_url) for index, raw in enumerate(raw_entries)]
-        for _index, _resource_type, assigned, resource in planned:
+        for assigned, resource in planned:
             rewritten = _prepared_references(resource, identities)
             if rewritten is None:
                 return None
