@@ -139,23 +139,18 @@ class AuditSink:
 
     def _write(self, batch: list[_Pending]) -> None:
         rows = [row for item in batch for row in item.rows]
-        kept = self._connection is not None
-        try:
-            append_committed(self._connected(), rows)
-        except Exception:  # SQLAlchemy's errors, or the driver's (the append may run on its cursor)
-            self._drop_connection()
-            if not kept:
-                raise
-            # The kept connection may have gone stale (a restarted database server): once more
-            # on a new one, as the pool's ping would have done before handing out a connection.
+        # A kept connection may have gone stale (a restarted database server): then once more on
+        # a new one, as the pool's ping would have done before handing out a connection.
+        retry = self._connection is not None
+        while True:
             try:
                 append_committed(self._connected(), rows)
-            except BaseException:
+                break
+            except BaseException as error:  # the driver's own errors too: the append uses its cursor
                 self._drop_connection()
-                raise
-        except BaseException:  # interrupted: the connection may be mid-statement
-            self._drop_connection()
-            raise
+                if not (retry and isinstance(error, Exception)):
+                    raise
+                retry = False
         self.commits += 1
 
     def _connected(self) -> Connection:

@@ -31,9 +31,13 @@ from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent_rules import bump_consent_generation
 from garrison.fhir.definitions import Definitions, definitions_from
 from garrison.fhir.jsoncodec import parse_json
-from garrison.fhir.repository import PreparedVersion, Repository, insert_versions, prepare_version
-from garrison.fhir.search.indexer import indexer_for
-from garrison.fhir.validation.validator import validator_for
+from garrison.fhir.repository import (
+    PreparedVersion,
+    Repository,
+    insert_versions,
+    prepare_version,
+    settle_for_writes,
+)
 from garrison.settings import Settings
 
 CHUNK_LINES = 2000
@@ -64,11 +68,7 @@ def _init_worker(settings: Settings) -> None:
     _worker["settings"] = settings
     _worker["definitions"] = definitions_from(settings.definitions_dir)
     _worker["engine"] = make_engine(settings.resolved_database_url(), pool_size=1)
-    # The definitions, validators and indexers live as long as the process: the cyclic collector
-    # need not scan them again and again. Compiled here, so that they are frozen too.
-    validator_for(_worker["definitions"])
-    indexer_for(_worker["definitions"])
-    gc.freeze()
+    settle_for_writes(_worker["definitions"])
 
 
 def _load_chunk(chunk: _Chunk) -> ChunkResult:

@@ -4,7 +4,6 @@ server, and the FHIR API under /fhir, behind the security-headers and session mi
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,8 +21,7 @@ from garrison.audit.sink import AuditSink
 from garrison.callers import connect_token_revocation, proxy_patients
 from garrison.db.engine import make_engine, read_transaction
 from garrison.fhir.definitions import Definitions, definitions_from
-from garrison.fhir.search.indexer import indexer_for
-from garrison.fhir.validation.validator import validator_for
+from garrison.fhir.repository import settle_for_writes
 from garrison.notifications.outbox import OUTBOX_FILE, FileSender, LogSender, Sender, deliver_due
 from garrison.oauth.model import SignedInUser
 from garrison.scheduling.waitlist import sweep_offers
@@ -152,17 +150,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def server_app(settings: Settings | None = None) -> Starlette:
     """The application of a `garrison serve` process (one per worker), and of the benchmarks
-    that serve in process.
-
-    The validator and the indexer are compiled before the first request, then everything built
-    so far is moved out of the cyclic garbage collector's reach (`gc.freeze`): the definitions
-    and what is compiled from them live as long as the process, and every full collection
-    scanned them all again (tens of milliseconds each, with every thread of the process
-    stopped). Not in `create_app`, which tests call many times in one process."""
+    that serve in process: settled for its writes (`settle_for_writes`) before the first
+    request. Not in `create_app`, which tests call many times in one process."""
     app = create_app(settings)
-    definitions: Definitions = app.state.definitions
-    validator_for(definitions)
-    indexer_for(definitions)
-    gc.collect()
-    gc.freeze()
+    settle_for_writes(app.state.definitions)
     return app
