@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
+import psycopg
 from sqlalchemy import Connection
 
 from garrison.audit.records import AuditRecord, Outcome
@@ -153,11 +154,29 @@ def _append_postgres(connection: Connection, encoded: Sequence[Mapping[str, Any]
     """The same append in one statement (`PG_APPEND_FUNCTION`): the server takes the chain lock,
     reads the tail and links the rows, so a writer holds the lock for one statement and its
     commit, not across round trips."""
+    row = _PG_APPEND.first(connection, _postgres_append_parameters(encoded))
+    return _appended_seqs(row, encoded)
+
+
+async def append_committed_async(
+    connection: psycopg.AsyncConnection[Any], encoded: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
+    """`append_committed` on an asyncio connection in autocommit (PostgreSQL only)."""
+    if not encoded:
+        return (0, 0)
+    row, _ = await _PG_APPEND.first_async(connection, _postgres_append_parameters(encoded))
+    return _appended_seqs(row, encoded)
+
+
+def _postgres_append_parameters(encoded: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     rows = []
     for fields in encoded:
         before, after = hashed_parts(fields)
         rows.append({**fields, "hashed_before": before, "hashed_after": after})
-    row = _PG_APPEND.first(connection, {"rows": orjson.dumps(rows).decode()})
+    return {"rows": orjson.dumps(rows).decode()}
+
+
+def _appended_seqs(row: tuple[Any, ...] | None, encoded: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     assert row is not None, "the append function returns the first seq"
     first = int(row[0])
     return (first, first + len(encoded) - 1)

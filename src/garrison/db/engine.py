@@ -61,18 +61,35 @@ class DriverStatement:
         """The first row, or None; inside the connection's transaction."""
         postgres = is_postgres(connection)
         if postgres:
-            waiting: _Prefetched | None = connection.info.get(_PREFETCHED)
+            waiting: Prefetched | None = connection.info.get(_PREFETCHED)
             if waiting:
                 key = (self, tuple(sorted(params.items())))
                 if key in waiting:
                     return waiting.pop(key)
         return self._first_row(connection, params)[0]
 
+    async def first_async(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        params: Mapping[str, Any],
+        *,
+        column_names: bool = False,
+    ) -> tuple[tuple[Any, ...] | None, list[str]]:
+        """PostgreSQL, on an asyncio connection: the first row, and its column names when asked."""
+        async with connection.cursor() as cursor:
+            with driver_errors(self.postgresql):
+                await cursor.execute(self.postgresql, params, prepare=self.prepared)
+                row = await cursor.fetchone()
+            names = [column[0] for column in cursor.description or ()] if column_names else []
+        return (None if row is None else tuple(row)), names
+
     def _first_row(
         self, connection: Connection, params: Mapping[str, Any], *, column_names: bool = False
     ) -> tuple[tuple[Any, ...] | None, list[str]]:
         """The first row from the database, and the result's column names when asked (reading
         them builds an object per column: a tenth of a millisecond for a wide row)."""
+        if connection.info.get(_NO_ROUND_TRIPS):
+            raise RoundTripRefused(self.sqlite)
         raw = connection.connection.driver_connection
         assert raw is not None, "a live connection"
         postgres = is_postgres(connection)
@@ -99,8 +116,9 @@ class DriverStatement:
 # A lookup to make ahead of time: a statement and its parameters.
 Lookup = tuple[DriverStatement, Mapping[str, Any]]
 _PREFETCHED = "garrison_prefetched"  # in a pooled connection's info while `prefetched` runs
+_NO_ROUND_TRIPS = "garrison_no_round_trips"  # in its info while `answering_only` runs
 # (statement, its parameters as sorted items) -> its first row, or None for no row
-_Prefetched = dict[tuple[DriverStatement, tuple[Any, ...]], tuple[Any, ...] | None]
+Prefetched = dict[tuple[DriverStatement, tuple[Any, ...]], tuple[Any, ...] | None]
 
 
 @contextmanager
@@ -119,25 +137,93 @@ def prefetched(connection: Connection, lookups: Sequence[Lookup]) -> Iterator[No
     if not lookups or not is_postgres(connection):
         yield
         return
+    statement, params = _combined_lookups(lookups)
+    row, names = statement._first_row(connection, params, column_names=statement not in _MARKERS)
+    with _answering(connection, _answers(lookups, statement, row, names)):
+        yield
+
+
+async def prefetch_async(connection: psycopg.AsyncConnection[Any], lookups: Sequence[Lookup]) -> Prefetched:
+    """`prefetched`'s round trip on an asyncio connection (PostgreSQL): the answers, for
+    `answering_only` to hand to the lookups of synchronous code."""
+    if not lookups:
+        return {}
+    statement, params = _combined_lookups(lookups)
+    row, names = await statement.first_async(connection, params, column_names=statement not in _MARKERS)
+    return _answers(lookups, statement, row, names)
+
+
+@contextmanager
+def answering_only(connection: Connection, answers: Prefetched) -> Iterator[None]:
+    """Within the block, `connection` answers the lookups in `answers` (from `prefetch_async`)
+    and refuses every other statement with `RoundTripRefused` instead of waiting on the
+    database: for synchronous code run on an event loop, which must never block it."""
+    info = connection.info
+    info[_NO_ROUND_TRIPS] = True
+    try:
+        with _answering(connection, answers):
+            yield
+    finally:
+        info.pop(_NO_ROUND_TRIPS, None)
+        # A refused SQLAlchemy statement leaves its autobegun transaction behind: close it (in
+        # autocommit that is no round trip), so the kept connection is as it was.
+        if connection.in_transaction():
+            connection.rollback()
+
+
+def refusing_round_trips(connection: Connection) -> bool:
+    """Whether `connection` is inside `answering_only`: code that would wait for another thread's
+    round trip (a lock held across one) raises `RoundTripRefused` instead."""
+    return bool(connection.info.get(_NO_ROUND_TRIPS))
+
+
+class RoundTripRefused(Exception):
+    """A statement that would have waited on the database, inside `answering_only`. The caller
+    does the work again where waiting is allowed (a worker thread)."""
+
+
+def refuse_round_trips(connection: Connection) -> None:
+    """Make `connection` refuse SQLAlchemy statements inside `answering_only` (its DriverStatements
+    refuse already). A listener on this connection alone: other connections pay nothing."""
+
+    def refuse(conn: Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if conn.info.get(_NO_ROUND_TRIPS):
+            raise RoundTripRefused(statement)
+
+    event.listen(connection, "before_cursor_execute", refuse)
+
+
+def _combined_lookups(lookups: Sequence[Lookup]) -> tuple[DriverStatement, dict[str, Any]]:
     statement = _combined(tuple(statement for statement, _ in lookups))
     params = {
         f"p{position}_{name}": value
         for position, (_, values) in enumerate(lookups)
         for name, value in values.items()
     }
+    return statement, params
+
+
+def _answers(
+    lookups: Sequence[Lookup], statement: DriverStatement, row: tuple[Any, ...] | None, names: list[str]
+) -> Prefetched:
+    """Each lookup's first row (or None) from the combined statement's one row."""
+    assert row is not None, "always one row"
     # Where each lookup's columns start is the same at every run of the statement.
     markers = _MARKERS.get(statement)
-    row, names = statement._first_row(connection, params, column_names=markers is None)
-    assert row is not None, "always one row"
     if markers is None:
         markers = _MARKERS[statement] = [i for i, name in enumerate(names) if name == _FOUND]
-    waiting: _Prefetched = {}
+    answers: Prefetched = {}
     for (lookup, values), start, end in zip(lookups, markers, [*markers[1:], len(row)], strict=True):
         # The marker is NULL when the lookup found no row.
         found = row[start] is not None
-        waiting[(lookup, tuple(sorted(values.items())))] = tuple(row[start + 1 : end]) if found else None
+        answers[(lookup, tuple(sorted(values.items())))] = tuple(row[start + 1 : end]) if found else None
+    return answers
+
+
+@contextmanager
+def _answering(connection: Connection, answers: Prefetched) -> Iterator[None]:
     info = connection.info
-    info[_PREFETCHED] = waiting
+    info[_PREFETCHED] = answers
     try:
         yield
     finally:

@@ -80,7 +80,7 @@ def _oauth_user(
 
 
 def _lifespan(
-    settings: Settings, engine: Engine, definitions: Definitions, audit: AuditSink
+    settings: Settings, engine: Engine, definitions: Definitions, audit: AuditSink, fhir_api: FhirApi
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -89,7 +89,9 @@ def _lifespan(
             yield
         finally:
             delivering.cancel()
-            audit.close()  # flush read audits still waiting to be written
+            await fhir_api.close()
+            await audit.close_async()  # flush read audits still waiting to be written
+            audit.close()
 
     return lifespan
 
@@ -140,11 +142,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(SecurityHeadersMiddleware),
             Middleware(SessionMiddleware, settings=settings, engine=engine),
         ],
-        lifespan=_lifespan(settings, engine, definitions, audit),
+        lifespan=_lifespan(settings, engine, definitions, audit, fhir_api),
     )
     app.state.engine = engine
     app.state.settings = settings
     app.state.definitions = definitions
+    app.state.fhir_api = fhir_api
     return app
 
 

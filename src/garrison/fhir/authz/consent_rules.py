@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
 from garrison.clock import now
-from garrison.db.engine import DriverStatement, Lookup, is_postgres
+from garrison.db.engine import DriverStatement, Lookup, RoundTripRefused, is_postgres, refusing_round_trips
 from garrison.db.schema import CONSENT_GENERATION_ROW, consent_generation, resource, search_reference
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent import ETH, ConsentPolicy, ConsentQuestion, Label
@@ -226,6 +226,9 @@ class ConsentCache:
         cached = self._cached(database, stamp)
         if cached is not None:
             return cached
+        if refusing_round_trips(connection):
+            # On the event loop: another thread may hold `_loading` across its round trip.
+            raise RoundTripRefused("the Consents of a new stamp")
         with self._loading:
             cached = self._cached(database, stamp)  # another request may have just loaded it
             if cached is not None:
