@@ -293,3 +293,29 @@ def test_a_cancelled_caller_leaves_the_loop_writer_working(pg_engine: Engine) ->
     # The cancelled callers' records were in the batch already: written all the same.
     assert [r.seq for r in audit_after(engine, 0)] == [1, 2, 3, 4]
     assert verify_chain(engine).ok
+
+
+def test_loop_and_thread_writers_append_to_one_chain(pg_engine: Engine) -> None:
+    """The loop's writer and the threads' writers append at the same time (searches in threads,
+    reads on the loop): the database's chain lock orders them into one unbroken chain."""
+    engine = pg_engine
+    sink = AuditSink(engine)
+
+    def from_threads() -> None:
+        with ThreadPoolExecutor(max_workers=4) as threads:
+            list(threads.map(lambda n: sink.record([make_record(n)]), range(100, 160)))
+
+    async def from_the_loop() -> None:
+        loop = asyncio.get_running_loop()
+        threaded = loop.run_in_executor(None, from_threads)
+        for start in range(0, 60, 6):
+            await asyncio.gather(*(sink.record_async([make_record(n)]) for n in range(start, start + 6)))
+        await threaded
+        await sink.close_async()
+
+    on_a_loop_of_its_own(from_the_loop())
+    sink.close()
+    rows = audit_after(engine, 0)
+    assert [r.seq for r in rows] == list(range(1, 121))
+    assert sorted(int(r.detail["n"]) for r in rows) == [*range(60), *range(100, 160)]
+    assert verify_chain(engine).ok
