@@ -24,7 +24,7 @@ import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
@@ -132,12 +132,7 @@ class AuditSink:
 
     def _take_batch(self) -> list[_Pending]:
         with self._lock:
-            batch: list[_Pending] = []
-            rows = 0
-            while self._queue and (not batch or rows + len(self._queue[0].rows) <= self._max_batch_rows):
-                item = self._queue.pop(0)
-                batch.append(item)
-                rows += len(item.rows)
+            batch = _take_batch(self._queue, self._max_batch_rows)
             self.taken += len(batch)
             return batch
 
@@ -263,12 +258,7 @@ class _LoopWriter:
             _settle(item, None)
 
     def _take_batch(self) -> list[_AsyncPending]:
-        batch: list[_AsyncPending] = []
-        rows = 0
-        while self._queue and (not batch or rows + len(self._queue[0].rows) <= self._max_batch_rows):
-            item = self._queue.pop(0)
-            batch.append(item)
-            rows += len(item.rows)
+        batch = _take_batch(self._queue, self._max_batch_rows)
         self._sink.taken += len(batch)
         return batch
 
@@ -276,6 +266,23 @@ class _LoopWriter:
         rows = [row for item in batch for row in item.rows]
         await self._connection.run(lambda connection: append_committed_async(connection, rows))
         self._sink.commits += 1
+
+
+_Queued = TypeVar("_Queued", _Pending, _AsyncPending)
+
+
+def _take_batch(queue: list[_Queued], max_rows: int) -> list[_Queued]:
+    """The callers at the head of `queue` whose rows fit in one batch (always at least one),
+    taken off the queue."""
+    count = rows = 0
+    for item in queue:
+        if count and rows + len(item.rows) > max_rows:
+            break
+        count += 1
+        rows += len(item.rows)
+    batch = queue[:count]
+    del queue[:count]
+    return batch
 
 
 def _settle(item: _AsyncPending, error: Exception | None) -> None:
