@@ -34,3 +34,16 @@ def test_a_url_with_percent_escapes_reaches_alembic_unchanged() -> None:
         assert alembic_config(engine).get_main_option("sqlalchemy.url") == rendered
     finally:
         engine.dispose()
+
+
+def test_postgresql_compresses_resource_content_with_lz4(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        assert engine.dialect.name == "sqlite"  # SQLite stores text uncompressed: nothing to set
+        return
+    with engine.connect() as connection:
+        methods = connection.exec_driver_sql(
+            "SELECT attrelid::regclass::text, attcompression FROM pg_attribute"
+            " WHERE attrelid IN ('resource'::regclass, 'resource_history'::regclass)"
+            " AND attname = 'content'"
+        ).all()
+    assert sorted(methods) == [("resource", "l"), ("resource_history", "l")]
