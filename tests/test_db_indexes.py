@@ -36,6 +36,23 @@ def _missing(engine: Engine) -> set[str]:
         return {str(index.name) for index in missing_indexes(connection)}
 
 
+def _autovacuum_paused(engine: Engine) -> set[str]:
+    """The loaded tables whose autovacuum is paused (PostgreSQL; SQLite has none to pause)."""
+    if engine.dialect.name != "postgresql":
+        return set()
+    with engine.connect() as connection:
+        return set(
+            connection.exec_driver_sql(
+                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND 'autovacuum_enabled=false' = ANY(reloptions)"
+            ).scalars()
+        )
+
+
+def _loaded_tables() -> set[str]:
+    return {str(index.table.name) for index in secondary_indexes() if index.table is not None}
+
+
 def _family_count(engine: Engine, definitions: Definitions, settings: Settings, family: str) -> int:
     with write_transaction(engine) as connection:
         repo = Repository(connection, definitions, settings, AccessContext.system("tests"))
@@ -47,17 +64,20 @@ def test_a_load_into_an_empty_store_defers_the_indexes_and_builds_them_after(
     engine: Engine, definitions: Definitions, settings: Settings, tmp_path: Path
 ) -> None:
     seen_while_loading: list[set[str]] = []
+    paused_while_loading: list[set[str]] = []
+
+    def progress(_n: int) -> None:
+        seen_while_loading.append(_missing(engine))
+        paused_while_loading.append(_autovacuum_paused(engine))
+
     path = _patients(tmp_path / "Patient.ndjson", 70)
-    loaded = load_ndjson(
-        settings,
-        [path],
-        lambda _n: seen_while_loading.append(_missing(engine)),
-        workers=1,
-        defer_indexes_from=50,
-    )
+    loaded = load_ndjson(settings, [path], progress, workers=1, defer_indexes_from=50)
     assert loaded.count == 70 and not loaded.errors
     assert seen_while_loading and seen_while_loading[0] == {str(i.name) for i in secondary_indexes()}
     assert _missing(engine) == set()
+    if engine.dialect.name == "postgresql":
+        assert paused_while_loading[0] == _loaded_tables() and "resource" in _loaded_tables()
+    assert _autovacuum_paused(engine) == set()
     assert _family_count(engine, definitions, settings, "Family3") == 10
 
 
@@ -85,6 +105,7 @@ def test_the_indexes_come_back_when_a_load_fails(engine: Engine, settings: Setti
     with pytest.raises(KeyboardInterrupt):
         load_ndjson(settings, [_patients(tmp_path / "p.ndjson", 60)], stop, workers=1, defer_indexes_from=50)
     assert _missing(engine) == set()
+    assert _autovacuum_paused(engine) == set()
 
 
 def test_an_upgrade_builds_indexes_a_dead_load_left_missing(engine: Engine) -> None:
@@ -92,7 +113,22 @@ def test_an_upgrade_builds_indexes_a_dead_load_left_missing(engine: Engine) -> N
     with write_transaction(engine) as connection:
         for index in dropped:
             index.drop(connection)
+        if engine.dialect.name == "postgresql":  # as the dead load left them
+            connection.exec_driver_sql("ALTER TABLE search_token SET (autovacuum_enabled = false)")
     assert _missing(engine) == {str(i.name) for i in dropped}
     upgrade(engine)
     assert _missing(engine) == set()
+    assert _autovacuum_paused(engine) == set()
     assert ensure_indexes(engine) == []  # nothing left to build
+
+
+def test_an_upgrade_resumes_autovacuum_a_dead_load_left_paused(engine: Engine) -> None:
+    # The load died after its indexes were built but before it resumed autovacuum.
+    if engine.dialect.name != "postgresql":
+        assert _autovacuum_paused(engine) == set()
+        return
+    with write_transaction(engine) as connection:
+        connection.exec_driver_sql("ALTER TABLE resource_history SET (autovacuum_enabled = false)")
+    assert _autovacuum_paused(engine) == {"resource_history"}
+    upgrade(engine)
+    assert _autovacuum_paused(engine) == set()

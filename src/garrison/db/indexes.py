@@ -6,6 +6,11 @@ is several times cheaper. Only the secondary indexes are deferred: primary keys 
 version key stay, so duplicates are still refused while loading. If a load dies before it rebuilds
 them, `ensure_indexes` (run by every schema upgrade, so by every server start) builds what is
 missing.
+
+On PostgreSQL, autovacuum is also paused on the loaded tables until their indexes are back: it
+analyzed the growing tables during the load and the builds, work that the load's own ANALYZE
+repeats once it is done (measured at 1,000 patients: about 4 s of the server's CPU, and the
+import 2-6 s faster without it). `ensure_indexes` resumes it wherever it finds it paused.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, Index, func, inspect, select
+from sqlalchemy import Connection, Engine, Index, Table, func, inspect, select
 
 from garrison.db.engine import is_postgres, write_transaction
 from garrison.db.schema import INDEX_TABLES, resource, resource_history
@@ -27,9 +32,13 @@ log = logging.getLogger(__name__)
 _BUILD_MEMORY = "256MB"
 
 
+# The tables a bulk load fills.
+_LOADED_TABLES: tuple[Table, ...] = (resource, resource_history, *INDEX_TABLES.values())
+_PAUSED = "autovacuum_enabled=false"
+
+
 def secondary_indexes() -> list[Index]:
-    tables = (resource, resource_history, *INDEX_TABLES.values())
-    return [index for table in tables for index in sorted(table.indexes, key=lambda i: str(i.name))]
+    return [index for table in _LOADED_TABLES for index in sorted(table.indexes, key=lambda i: str(i.name))]
 
 
 def missing_indexes(connection: Connection) -> list[Index]:
@@ -41,10 +50,12 @@ def missing_indexes(connection: Connection) -> list[Index]:
 
 
 def ensure_indexes(engine: Engine) -> list[str]:
-    """Build every secondary index that is missing (on PostgreSQL two at a time); returns their names."""
+    """Build every secondary index that is missing (on PostgreSQL two at a time), then resume
+    autovacuum where a load paused it; returns the names of the indexes built."""
     with engine.connect() as connection:
         missing = missing_indexes(connection)
     if not missing:
+        _resume_autovacuum(engine)
         return []
     log.info("building %d search indexes", len(missing))
     started = time.perf_counter()
@@ -62,7 +73,27 @@ def ensure_indexes(engine: Engine) -> list[str]:
             for index in missing:
                 index.create(connection, checkfirst=True)
     log.info("built %d search indexes in %.1f s", len(missing), time.perf_counter() - started)
+    _resume_autovacuum(engine)
     return [str(index.name) for index in missing]
+
+
+def _pause_autovacuum(connection: Connection) -> None:
+    if is_postgres(connection):
+        for table in _LOADED_TABLES:
+            connection.exec_driver_sql(f"ALTER TABLE {table.name} SET ({_PAUSED})")
+
+
+def _resume_autovacuum(engine: Engine) -> None:
+    if not is_postgres(engine):
+        return
+    with engine.begin() as connection:
+        paused = connection.exec_driver_sql(
+            "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+            " AND relname = ANY(%(tables)s) AND %(paused)s = ANY(reloptions)",
+            {"tables": [table.name for table in _LOADED_TABLES], "paused": _PAUSED},
+        ).scalars()
+        for table_name in paused.all():
+            connection.exec_driver_sql(f"ALTER TABLE {table_name} RESET (autovacuum_enabled)")
 
 
 @contextmanager
@@ -81,6 +112,7 @@ def built_after_load(engine: Engine, incoming: int, *, at_least: int = 10_000) -
         if defer:
             for index in secondary_indexes():
                 index.drop(connection, checkfirst=True)
+            _pause_autovacuum(connection)
     try:
         yield defer
     finally:
