@@ -47,3 +47,54 @@ def test_postgresql_compresses_resource_content_with_lz4(engine: Engine) -> None
             " AND attname = 'content'"
         ).all()
     assert sorted(methods) == [("resource", "l"), ("resource_history", "l")]
+
+
+def test_postgresql_compares_the_store_text_columns_byte_by_byte(engine: Engine) -> None:
+    from sqlalchemy import String
+
+    from garrison.db.schema import INDEX_TABLES, resource, resource_history
+
+    expected = {
+        (table.name, column.name)
+        for table in (resource, resource_history, *INDEX_TABLES.values())
+        for column in table.columns
+        if isinstance(column.type, String) and column.name != "content"
+    }
+    assert ("search_string", "value") in expected and ("resource", "id") in expected
+    if engine.dialect.name != "postgresql":
+        assert engine.dialect.name == "sqlite"  # BINARY, SQLite's default, compares bytes
+        return
+    with engine.connect() as connection:
+        bytewise = set(
+            connection.exec_driver_sql(
+                "SELECT c.relname, a.attname FROM pg_attribute a"
+                " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_collation l ON l.oid = a.attcollation"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND l.collname = 'C'"
+                " AND a.attnum > 0 AND NOT a.attisdropped"
+            ).all()
+        )
+    assert expected <= {(str(table), str(column)) for table, column in bytewise}
+
+
+def test_a_string_prefix_search_reads_a_range_of_the_postgresql_index(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        assert engine.dialect.name == "sqlite"  # SQLite's searches give the range themselves
+        return
+    with engine.connect() as connection:
+        # A copy (columns, collations and indexes) with rows enough for the planner to prefer
+        # the lookup index; rolled back, so the store's own statistics stay as they are.
+        connection.exec_driver_sql("CREATE TEMP TABLE names (LIKE search_string INCLUDING ALL)")
+        connection.exec_driver_sql(
+            "INSERT INTO names (resource_type, resource_id, param, grp, value, exact)"
+            " SELECT 'Patient', 'p' || n, 'name', 0, 'name' || n, 'Name' || n FROM generate_series(1, 5000) n"
+        )
+        connection.exec_driver_sql("ANALYZE names")
+        plan = "\n".join(
+            connection.exec_driver_sql(
+                "EXPLAIN SELECT resource_id FROM names"
+                " WHERE resource_type = %(type)s AND param = %(param)s AND value LIKE %(prefix)s",
+                {"type": "Patient", "param": "name", "prefix": "koe%"},
+            ).scalars()
+        )
+        connection.rollback()
+    assert "Index Cond" in plan and "value >= 'koe'" in plan, plan

@@ -30,8 +30,22 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData()
+
+
+def _key(length: int | None = None) -> TypeEngine[str]:
+    """A text column of the FHIR store, compared byte by byte on PostgreSQL (COLLATE "C") as on
+    SQLite (BINARY), whatever the database's locale: ids, codes, dates and normalised strings
+    then sort the same on both (by code point, as the C.UTF-8 locale also does). A B-tree in
+    that order serves `LIKE 'prefix%'`, the string search: `Patient?name=koe` at 1,000 patients
+    read 17 rows of the index instead of all 4,222 name rows (0.06 against 1.2 ms). And bytes
+    compare faster: an index build's sort took a sixth less time (migration 0021)."""
+    base = String(length) if length is not None else Text()
+    bytewise = String(length, collation="C") if length is not None else Text(collation="C")
+    return base.with_variant(bytewise, "postgresql")
+
 
 # Resource ids are at most 64 characters (https://hl7.org/fhir/R4/datatypes.html#id).
 TYPE_LEN = 64
@@ -41,11 +55,11 @@ PARAM_LEN = 100
 resource = Table(
     "resource",
     metadata,
-    Column("resource_type", String(TYPE_LEN), primary_key=True),
-    Column("id", String(ID_LEN), primary_key=True),
+    Column("resource_type", _key(TYPE_LEN), primary_key=True),
+    Column("id", _key(ID_LEN), primary_key=True),
     Column("version_id", Integer, nullable=False),
     # ISO-8601 UTC with microseconds, fixed width, so it sorts as text on both databases.
-    Column("last_updated", String(32), nullable=False),
+    Column("last_updated", _key(32), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     # The exact JSON served to clients (meta included); NULL for a deleted resource.
     Column("content", Text, nullable=True),
@@ -57,12 +71,12 @@ resource_history = Table(
     metadata,
     # A global, monotonically increasing sequence gives system history a stable order.
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("resource_type", String(TYPE_LEN), nullable=False),
-    Column("id", String(ID_LEN), nullable=False),
+    Column("resource_type", _key(TYPE_LEN), nullable=False),
+    Column("id", _key(ID_LEN), nullable=False),
     Column("version_id", Integer, nullable=False),
-    Column("last_updated", String(32), nullable=False),
+    Column("last_updated", _key(32), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
-    Column("method", String(8), nullable=False),  # POST, PUT, PATCH, DELETE
+    Column("method", _key(8), nullable=False),  # POST, PUT, PATCH, DELETE
     Column("content", Text, nullable=True),
     # The unique version key is what makes concurrent writers fail instead of losing an update.
     UniqueConstraint("resource_type", "id", "version_id", name="uq_history_version"),
@@ -83,9 +97,9 @@ def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, .
     table = Table(
         name,
         metadata,
-        Column("resource_type", String(TYPE_LEN), nullable=False),
-        Column("resource_id", String(ID_LEN), nullable=False),
-        Column("param", String(PARAM_LEN), nullable=False),
+        Column("resource_type", _key(TYPE_LEN), nullable=False),
+        Column("resource_id", _key(ID_LEN), nullable=False),
+        Column("param", _key(PARAM_LEN), nullable=False),
         Column("grp", Integer, nullable=False, default=0),
         *value_columns,
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
@@ -106,8 +120,8 @@ def _index_table(name: str, *value_columns: Column[object], lookup: tuple[str, .
 # Normalised (case- and accent-folded) value for default/:contains matching, raw value for :exact.
 search_string = _index_table(
     "search_string",
-    Column("value", Text, nullable=False),
-    Column("exact", Text, nullable=False),
+    Column("value", _key(), nullable=False),
+    Column("exact", _key(), nullable=False),
     lookup=("value", "resource_id"),
 )
 
@@ -120,10 +134,10 @@ search_string = _index_table(
 # type (migration 0019; conditions._patient_driver).
 search_token = _index_table(
     "search_token",
-    Column("system", Text, nullable=True),
-    Column("code", Text, nullable=True),
-    Column("text", Text, nullable=True),
-    Column("patient", String(ID_LEN), nullable=True),
+    Column("system", _key(), nullable=True),
+    Column("code", _key(), nullable=True),
+    Column("text", _key(), nullable=True),
+    Column("patient", _key(ID_LEN), nullable=True),
     lookup=("code", "resource_id", "system"),
 )
 Index(
@@ -137,8 +151,8 @@ Index(
 # (YYYY-MM-DDTHH:MM:SS.ffffff); open ends use the extreme values.
 search_date = _index_table(
     "search_date",
-    Column("low", String(26), nullable=False),
-    Column("high", String(26), nullable=False),
+    Column("low", _key(26), nullable=False),
+    Column("high", _key(26), nullable=False),
     lookup=("low", "high", "resource_id"),
 )
 
@@ -153,9 +167,9 @@ search_number = _index_table(
 
 search_quantity = _index_table(
     "search_quantity",
-    Column("system", Text, nullable=True),
-    Column("code", Text, nullable=True),
-    Column("unit", Text, nullable=True),
+    Column("system", _key(), nullable=True),
+    Column("code", _key(), nullable=True),
+    Column("unit", _key(), nullable=True),
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
     Column("value", Float, nullable=False),
@@ -166,12 +180,12 @@ search_quantity = _index_table(
 # `url` keeps the literal reference (absolute URLs, canonicals) and identifier_* the logical one.
 search_reference = _index_table(
     "search_reference",
-    Column("target_type", String(TYPE_LEN), nullable=True),
-    Column("target_id", String(ID_LEN), nullable=True),
-    Column("url", Text, nullable=True),
-    Column("version", String(ID_LEN), nullable=True),
-    Column("identifier_system", Text, nullable=True),
-    Column("identifier_value", Text, nullable=True),
+    Column("target_type", _key(TYPE_LEN), nullable=True),
+    Column("target_id", _key(ID_LEN), nullable=True),
+    Column("url", _key(), nullable=True),
+    Column("version", _key(ID_LEN), nullable=True),
+    Column("identifier_system", _key(), nullable=True),
+    Column("identifier_value", _key(), nullable=True),
     lookup=("target_id", "target_type", "resource_id"),
 )
 # _revinclude and reverse chaining look references up by target without knowing the source type.
@@ -179,7 +193,7 @@ Index("ix_search_reference_target", search_reference.c.target_id, search_referen
 
 search_uri = _index_table(
     "search_uri",
-    Column("value", Text, nullable=False),
+    Column("value", _key(), nullable=False),
     lookup=("value", "resource_id"),
 )
 
