@@ -20,7 +20,7 @@ from garrison.db.schema import INDEX_TABLES, resource
 from garrison.errors import GarrisonError
 from garrison.fhir.access import AccessContext
 from garrison.fhir.authz.consent_rules import bump_consent_generation
-from garrison.fhir.bulk_load import load_ndjson
+from garrison.fhir.bulk_load import count_lines, load_ndjson
 from garrison.fhir.definitions import Definitions
 from garrison.fhir.jsoncodec import parse_json
 from garrison.fhir.repository import Repository, insert_index_rows
@@ -52,8 +52,7 @@ def discover(paths: list[Path]) -> list[Path]:
 
 def count_resources(path: Path) -> int:
     if path.suffix == ".ndjson":
-        with path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        return count_lines(path)
     try:
         data = parse_json(path.read_bytes())
     except orjson.JSONDecodeError:
