@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
+from garrison.db.engine import make_engine
+from garrison.db.migrate import upgrade
 from garrison.db.schema import metadata
+from tests.pg_cluster import PgCluster
 
 
 def test_migrations_match_schema(engine: Engine) -> None:
@@ -98,3 +103,43 @@ def test_a_string_prefix_search_reads_a_range_of_the_postgresql_index(engine: En
         )
         connection.rollback()
     assert "Index Cond" in plan and "value >= 'koe'" in plan, plan
+
+
+def test_migration_0021_leaves_the_planner_statistics_in_place(pg_cluster: PgCluster) -> None:
+    # Changing a column's collation drops its statistics: the migration gathers them again.
+    name = f"garrison_0020_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(pg_cluster.create_database(name))
+    try:
+        upgrade(engine, "0020")
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO search_token (resource_type, resource_id, param, grp, system, code)"
+                " SELECT 'Observation', 'o' || n, 'code', 0, 'http://loinc.org', 'c' || mod(n, 40)"
+                " FROM generate_series(1, 2000) n"
+            )
+            connection.exec_driver_sql("ANALYZE search_token")
+        assert _analyzed(engine) == {"code", "param", "resource_type"}
+        upgrade(engine)
+        assert _analyzed(engine) == {"code", "param", "resource_type"}
+    finally:
+        engine.dispose()
+        server = create_engine(pg_cluster.url(), isolation_level="AUTOCOMMIT")
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}"')
+        server.dispose()
+
+
+def _analyzed(engine: Engine) -> set[str]:
+    """The columns of search_token's lookup with statistics, if its extended statistics have data."""
+    with engine.connect() as connection:
+        columns = set(
+            connection.exec_driver_sql(
+                "SELECT attname FROM pg_stats WHERE schemaname = current_schema()"
+                " AND tablename = 'search_token' AND attname IN ('resource_type', 'param', 'code')"
+            ).scalars()
+        )
+        extended = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_statistic_ext s JOIN pg_statistic_ext_data d ON d.stxoid = s.oid"
+            " WHERE s.stxname = 'st_search_token_type_param' AND d.stxdmcv IS NOT NULL"
+        ).scalar_one()
+    return columns if extended == 1 else set()

@@ -9,6 +9,10 @@ With the database's locale, a B-tree on `search_string.value` could not serve th
 index build, a lookup or ANALYZE went through the locale's collation. See
 `garrison.db.schema._key`. Only the collation changes (no table rewrite); PostgreSQL rebuilds the
 indexes on these columns, which on a large store takes a while. SQLite compares bytes already.
+
+Changing a column's type drops its planner statistics (and those of the extended statistics on
+it), and autovacuum would not gather them again until the table changes a good deal: searches
+of a 1,000-patient store took 87 ms instead of 4 ms. So the tables are analyzed again here.
 """
 
 from __future__ import annotations
@@ -68,3 +72,4 @@ def _collate(collation: str) -> None:
         # One statement per table: its indexes are rebuilt once.
         changes = ", ".join(f"ALTER COLUMN {name} TYPE {kind} {collation}" for name, kind in columns.items())
         op.execute(f"ALTER TABLE {table} {changes}")
+        op.execute(f"ANALYZE {table}")
