@@ -36,15 +36,18 @@ def _missing(engine: Engine) -> set[str]:
         return {str(index.name) for index in missing_indexes(connection)}
 
 
-def _autovacuum_paused(engine: Engine) -> set[str]:
-    """The loaded tables whose autovacuum is paused (PostgreSQL; SQLite has none to pause)."""
+def _autovacuum_paused(engine: Engine, *, toast: bool = False) -> set[str]:
+    """The tables whose autovacuum is paused, or with `toast` whose TOAST table's is (where long
+    resource JSON is stored); PostgreSQL only: SQLite has none to pause."""
     if engine.dialect.name != "postgresql":
         return set()
+    options = "t.reloptions" if toast else "c.reloptions"
     with engine.connect() as connection:
         return set(
             connection.exec_driver_sql(
-                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
-                " AND 'autovacuum_enabled=false' = ANY(reloptions)"
+                "SELECT c.relname FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace"
+                f" AND 'autovacuum_enabled=false' = ANY({options})"
             ).scalars()
         )
 
@@ -66,9 +69,12 @@ def test_a_load_into_an_empty_store_defers_the_indexes_and_builds_them_after(
     seen_while_loading: list[set[str]] = []
     paused_while_loading: list[set[str]] = []
 
+    toast_paused_while_loading: list[set[str]] = []
+
     def progress(_n: int) -> None:
         seen_while_loading.append(_missing(engine))
         paused_while_loading.append(_autovacuum_paused(engine))
+        toast_paused_while_loading.append(_autovacuum_paused(engine, toast=True))
 
     path = _patients(tmp_path / "Patient.ndjson", 70)
     loaded = load_ndjson(settings, [path], progress, workers=1, defer_indexes_from=50)
@@ -77,7 +83,9 @@ def test_a_load_into_an_empty_store_defers_the_indexes_and_builds_them_after(
     assert _missing(engine) == set()
     if engine.dialect.name == "postgresql":
         assert paused_while_loading[0] == _loaded_tables() and "resource" in _loaded_tables()
+        assert {"resource", "resource_history"} <= toast_paused_while_loading[0] <= _loaded_tables()
     assert _autovacuum_paused(engine) == set()
+    assert _autovacuum_paused(engine, toast=True) == set()
     assert _family_count(engine, definitions, settings, "Family3") == 10
 
 

@@ -51,7 +51,11 @@ def test_postgresql_compresses_resource_content_with_lz4(engine: Engine) -> None
             " WHERE attrelid IN ('resource'::regclass, 'resource_history'::regclass)"
             " AND attname = 'content'"
         ).all()
-    assert sorted(methods) == [("resource", "l"), ("resource_history", "l")]
+        has_lz4 = connection.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).scalar()
+    method = "l" if has_lz4 else ""  # a server built without LZ4 keeps its default (pglz)
+    assert sorted(methods) == [("resource", method), ("resource_history", method)]
 
 
 def test_postgresql_compares_the_store_text_columns_byte_by_byte(engine: Engine) -> None:
@@ -97,7 +101,7 @@ def test_a_string_prefix_search_reads_a_range_of_the_postgresql_index(engine: En
         plan = "\n".join(
             connection.exec_driver_sql(
                 "EXPLAIN SELECT resource_id FROM names"
-                " WHERE resource_type = %(type)s AND param = %(param)s AND value LIKE %(prefix)s",
+                " WHERE resource_type = %(type)s AND param = %(param)s AND value LIKE %(prefix)s ESCAPE '/'",
                 {"type": "Patient", "param": "name", "prefix": "koe%"},
             ).scalars()
         )
@@ -141,5 +145,6 @@ def _analyzed(engine: Engine) -> set[str]:
         extended = connection.exec_driver_sql(
             "SELECT count(*) FROM pg_statistic_ext s JOIN pg_statistic_ext_data d ON d.stxoid = s.oid"
             " WHERE s.stxname = 'st_search_token_type_param' AND d.stxdmcv IS NOT NULL"
+            " AND s.stxstattarget = 1000"  # migration 0015's target, kept
         ).scalar_one()
     return columns if extended == 1 else set()

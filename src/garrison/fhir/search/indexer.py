@@ -465,8 +465,9 @@ _Converted = dict[tuple[int, str, int], tuple[Any, list[Values]]]
 
 
 def _convert(converted: _Converted, convert: Converter, node_type: str, data: Any) -> list[Values]:
-    """`convert(node_type, data)`, once per element object: an Observation's code is a row of
-    `code`, `combo-code` and four composites' first component, each from the same CodeableConcept
+    """`convert(node_type, data)`, once per element object: an Observation's code gives rows of
+    `code`, `combo-code` and the first component of the `code-value-*` and `combo-code-value-*`
+    composites, each from the same CodeableConcept
     (measured: 59-61 against 64 us to index a Synthea resource). Only objects are remembered:
     converting a primitive costs less than remembering it."""
     if type(data) is not dict:
@@ -477,7 +478,7 @@ def _convert(converted: _Converted, convert: Converter, node_type: str, data: An
         return known[1]
     values = convert(node_type, data)
     converted[key] = (data, values)
-    return values
+    return values  # shared by every caller of this element: read, never changed in place
 
 
 _INDEXERS: dict[int, tuple[Definitions, Indexer]] = {}
